@@ -1,0 +1,9 @@
+"""The one exception type the CLI turns into a clean message and a non-zero exit."""
+
+
+class HydraMixError(Exception):
+    """A problem the user can fix (bad input, missing file, wrong params); its message says what and where."""
+
+
+class ConfigError(HydraMixError):
+    """A params section that does not match its typed config (unknown, missing or mistyped key)."""

@@ -1,0 +1,133 @@
+"""The one in-memory and on-disk form every data source, subset and stage shares.
+
+In memory: ``ImageSet`` (uint8 RGB images, int64 labels, int64 original indices, class names).
+On disk: a Parquet file with one row per image (``png`` bytes, ``label``, ``class_name``, ``index``) and the
+class-name list in the schema metadata, so a file describes itself. Writes are deterministic (fixed PNG settings,
+no timestamps) and atomic (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline.errors import HydraMixError
+
+_SCHEMA_KEY = b"hydramix.class_names"
+# Pillow releases the GIL in its codecs, so threads give a real speed-up without pickling images.
+_CODEC_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Images of one split.
+
+    images: (N, H, W, 3) uint8 RGB; labels: (N,) int64 in [0, len(class_names)); indices: (N,) int64, the stable
+    position of each image in its source split; class_names: one name per label id.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}")
+        if self.labels.shape != (n,) or self.indices.shape != (n,):
+            raise ValueError("labels and indices must be 1-D with one entry per image")
+        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise ValueError("a label is outside the range of class_names")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def resolution(self) -> int:
+        """Side length in pixels (images are square at the configured resolution)."""
+        return int(self.images.shape[1])
+
+    def counts(self) -> dict[str, int]:
+        """Images per class name, in class order."""
+        per_label = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(c) for name, c in zip(self.class_names, per_label, strict=True)}
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> ImageSet:
+        """The images at ``positions`` (row positions, not original indices), in that order."""
+        pos = np.asarray(positions, dtype=np.int64)
+        return ImageSet(self.images[pos], self.labels[pos], self.indices[pos], self.class_names)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes; fixed settings so equal pixels give equal bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buf, format="PNG", compress_level=6, optimize=False)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG (or any Pillow-readable) bytes -> (H, W, 3) uint8 RGB."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def write_parquet(images: ImageSet, path: str | Path) -> None:
+    """Write ``images`` to ``path`` atomically (a ``.tmp`` sibling renamed on success)."""
+    path = Path(path)
+    with ThreadPoolExecutor(_CODEC_THREADS) as pool:
+        pngs = list(pool.map(encode_png, images.images, chunksize=256))
+    table = pa.table(
+        {
+            "png": pa.array(pngs, type=pa.binary()),
+            "label": pa.array(images.labels, type=pa.int64()),
+            "class_name": pa.array([images.class_names[i] for i in images.labels], type=pa.string()),
+            "index": pa.array(images.indices, type=pa.int64()),
+        }
+    )
+    table = table.replace_schema_metadata({_SCHEMA_KEY: json.dumps(list(images.class_names)).encode()})
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=4096)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_parquet(path: str | Path) -> ImageSet:
+    """Read a file written by ``write_parquet``; raise HydraMixError if it is missing or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise HydraMixError(f"{path}: no such file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise HydraMixError(f"{path}: not a readable Parquet file ({exc})") from None
+    meta = table.schema.metadata or {}
+    if _SCHEMA_KEY not in meta or set(table.column_names) < {"png", "label", "index"}:
+        raise HydraMixError(f"{path}: not a hydramix image table (missing class names or columns)")
+    class_names = tuple(json.loads(meta[_SCHEMA_KEY]))
+    pngs = table.column("png").to_pylist()
+    with ThreadPoolExecutor(_CODEC_THREADS) as pool:
+        decoded = list(pool.map(decode_png, pngs, chunksize=256))
+    if decoded:
+        images = np.stack(decoded)
+    else:
+        images = np.zeros((0, 1, 1, 3), np.uint8)
+    return ImageSet(
+        images=images,
+        labels=table.column("label").to_numpy().astype(np.int64),
+        indices=table.column("index").to_numpy().astype(np.int64),
+        class_names=class_names,
+    )

@@ -1,0 +1,14 @@
+"""The ``hydramix`` console script: importing each stage module registers its command on the app."""
+
+from __future__ import annotations
+
+from stages import prepare, subset  # noqa: F401  (registration by import, in pipeline order)
+from stages.app import app
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
