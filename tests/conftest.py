@@ -1,0 +1,103 @@
+"""Shared fixtures: tiny, structured image sets and subset directories for every test module.
+
+``tiny_subset`` is the one most tests want: a subset directory (train.parquet + test.parquet + manifest.json,
+exactly what ``hydramix subset`` writes) with 4 classes, 8 train and 4 test images per class, 16x16 px.
+Its signature is stable; other modules rely on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.imageset import ImageSet
+from pipeline.subsets import write_subset
+
+TINY_CLASSES = ("circle", "square", "stripes", "checker")
+
+
+def make_imageset(
+    n_per_class: int, resolution: int = 16, n_classes: int = 4, seed: int = 0, index_offset: int = 0
+) -> ImageSet:
+    """A structured, learnable ImageSet: class c has its own shape/texture and hue, plus per-image noise.
+
+    images: (n_classes * n_per_class, resolution, resolution, 3) uint8, class-major order;
+    labels 0..n_classes-1; indices index_offset + 0..N-1; class names from TINY_CLASSES.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:resolution, 0:resolution] / max(resolution - 1, 1)
+    patterns = [
+        ((yy - 0.5) ** 2 + (xx - 0.5) ** 2) < 0.12,  # disc
+        (np.abs(yy - 0.5) < 0.3) & (np.abs(xx - 0.5) < 0.3),  # square
+        (np.floor(yy * 4) % 2) == 0,  # horizontal stripes
+        ((np.floor(yy * 4) + np.floor(xx * 4)) % 2) == 0,  # checkerboard
+    ]
+    images, labels = [], []
+    for c in range(n_classes):
+        mask = patterns[c % len(patterns)]
+        colour = np.array([(c * 97) % 256, (c * 53 + 80) % 256, (c * 151 + 160) % 256], dtype=np.float64)
+        for _ in range(n_per_class):
+            background = rng.uniform(0, 60, size=3)
+            img = np.where(mask[..., None], colour, background)
+            img = img + rng.normal(0, 12, size=img.shape)
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            labels.append(c)
+    names = tuple(TINY_CLASSES[c] if c < len(TINY_CLASSES) else f"class{c}" for c in range(n_classes))
+    n = len(images)
+    return ImageSet(
+        images=np.stack(images),
+        labels=np.asarray(labels, dtype=np.int64),
+        indices=np.arange(index_offset, index_offset + n, dtype=np.int64),
+        class_names=names,
+    )
+
+
+def build_subset_dir(
+    directory: Path,
+    n_train_per_class: int = 8,
+    n_test_per_class: int = 4,
+    resolution: int = 16,
+    n_classes: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Write a subset directory like ``hydramix subset`` does; return ``directory``."""
+    train = make_imageset(n_train_per_class, resolution, n_classes, seed=seed)
+    test = make_imageset(n_test_per_class, resolution, n_classes, seed=seed + 1)
+    manifest = {
+        "dataset": "tiny",
+        "source": "tests/conftest.py (synthetic)",
+        "checksum": None,
+        "k": n_train_per_class,
+        "seed": seed,
+    }
+    write_subset(directory, train, test, manifest)
+    return directory
+
+
+@pytest.fixture
+def tiny_subset(tmp_path: Path) -> Path:
+    """Path to a subset dir: 4 classes, 8 train + 4 test images per class, 16 px, manifest k=8 seed=0."""
+    return build_subset_dir(tmp_path / "tiny_subset")
+
+
+@pytest.fixture
+def make_subset(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_subset(name="s", n_train_per_class=8, n_test_per_class=4, resolution=16, n_classes=4,
+    seed=0)`` writes a subset dir under tmp_path and returns its path."""
+
+    def make(name: str = "subset", **kwargs) -> Path:
+        return build_subset_dir(tmp_path / name, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the checkout (real data); skip the test with a reason if it is absent."""
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    if not (shared / "datasets").is_dir():
+        pytest.skip(f"real data not available: {shared / 'datasets'} is absent")
+    return shared
