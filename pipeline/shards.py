@@ -396,21 +396,27 @@ def verify(dataset_dir: str | Path, progress: bool = False) -> list[str]:
 # Writing a whole dataset
 
 
-def plan_dataset(directory: str | Path, identity: dict[str, Any], force: bool) -> None:
+def plan_dataset(directory: str | Path, identity: dict[str, Any], force: bool) -> list[str]:
     """Claim ``directory`` for the dataset described by ``identity`` (JSON: inputs, params, versions).
 
-    Resuming the same dataset keeps its shards. A directory holding a different dataset (manifest or plan
-    with another identity), or shards of unknown origin, is refused with HydraMixError unless ``force``, which
-    deletes the old shards, temporaries, manifest, card and plan (nothing else). Writes ``plan.json``.
+    Resuming the same dataset keeps its shards, except those whose sha256 differs from an existing manifest
+    (corrupt: deleted so they are rendered again; their names are returned). A directory holding a different
+    dataset (manifest or plan with another identity), or shards of unknown origin, is refused with
+    HydraMixError unless ``force``, which deletes the old shards, temporaries, manifest, card and plan
+    (nothing else). Writes ``plan.json``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    previous = None
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as they will read back from the file
+    previous: Any = None
+    old_shards: list[dict[str, Any]] = []
     for fname in (MANIFEST, PLAN):
         path = directory / fname
         if path.is_file():
             try:
-                previous = _identity_of(json.loads(path.read_text()))
+                recorded = json.loads(path.read_text())
+                previous = _identity_of(recorded)
+                old_shards = recorded.get("shards", [])
             except (OSError, ValueError, AttributeError):
                 previous = "unreadable"
             break
@@ -428,7 +434,15 @@ def plan_dataset(directory: str | Path, identity: dict[str, Any], force: bool) -
             )
         for path in ours:
             path.unlink()
+        old_shards = []
+    corrupt = []
+    for entry in old_shards:
+        path = directory / entry["name"]
+        if path.is_file() and file_sha256(path) != entry["sha256"]:
+            path.unlink()
+            corrupt.append(entry["name"])
     write_json(directory / PLAN, {"format": FORMAT, **identity})
+    return corrupt
 
 
 # Manifest keys that describe the result rather than the inputs; every other key is part of the identity.
@@ -449,8 +463,16 @@ def _our_files(directory: Path) -> list[Path]:
     )
 
 
-def _describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+def _describe_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys.append(_describe_difference(a, b, f"{prefix}{k}.").removeprefix("differs in "))
+        else:
+            keys.append(f"{prefix}{k}")
     return "differs in " + ", ".join(keys) if keys else "different"
 
 

@@ -236,3 +236,23 @@ def test_manifest_lists_every_shard(tmp_path):
     assert on_disk["total"] == 9 and on_disk["counts"] == {"a": 3, "b": 3, "c": 3}
     assert digests(tmp_path / "ds") == {s["name"]: s["sha256"] for s in on_disk["shards"]}
     assert (tmp_path / "ds" / shards.CARD).read_text() == "card\n"
+
+
+def test_resume_replaces_a_corrupt_shard_listed_in_the_manifest(tmp_path):
+    ds = tmp_path / "ds"
+    write_dataset(ds, StandInRenderer(4), ShardConfig("toy", 4))
+    before = digests(ds)
+    path = ds / "toy-000001.tar"
+    data = bytearray(path.read_bytes())
+    data[700] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert shards.plan_dataset(ds, {"what": "test"}, force=False) == ["toy-000001.tar"]
+    written = shards.write_dataset_shards(ds, StandInRenderer(4), ShardConfig("toy", 4), 4, progress=False)
+    assert {e["name"]: e["sha256"] for e in written.values()} == before
+
+
+def test_plan_names_the_differing_nested_key(tmp_path):
+    shards.plan_dataset(tmp_path, {"synthesis": {"seed": 0, "n": 1}, "masks": (2, 3)}, force=False)
+    shards.plan_dataset(tmp_path, {"synthesis": {"seed": 0, "n": 1}, "masks": (2, 3)}, force=False)
+    with pytest.raises(HydraMixError, match=r"differs in synthesis\.seed\)"):
+        shards.plan_dataset(tmp_path, {"synthesis": {"seed": 1, "n": 1}, "masks": (2, 3)}, force=False)

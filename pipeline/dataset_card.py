@@ -1,0 +1,125 @@
+"""The ``README.md`` dataset card written beside a synthetic dataset's shards, from its manifest alone.
+
+The card says what the dataset is, how it was made (generator and subset checksums, synthesis and mask
+params), how to load it with ``webdataset`` in five lines, and which licence terms it inherits: every image is
+computed from a few images of the source dataset, so it is a derived work of them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# (substring of the source dataset's name, caveat). First match wins; ciFAIR before CIFAR.
+_LICENCE_CAVEATS: tuple[tuple[str, str], ...] = (
+    (
+        "cifair",
+        "The source is ciFAIR (Barz & Denzler, 2020), CIFAR with its duplicate test images replaced. CIFAR "
+        "images were collected from the web for the 80 Million Tiny Images project; they carry no licence "
+        "from their authors and their copyright stays with the original owners. Use for non-commercial "
+        "research and cite Krizhevsky (2009) and Barz & Denzler (2020).",
+    ),
+    (
+        "cifar",
+        "The source is CIFAR (Krizhevsky, 2009), images collected from the web for the 80 Million Tiny "
+        "Images project; they carry no licence from their authors and their copyright stays with the "
+        "original owners. Use for non-commercial research and cite Krizhevsky (2009).",
+    ),
+    (
+        "stl",
+        "The source is STL-10 (Coates, Lee & Ng, 2011), whose images come from ImageNet; ImageNet's terms "
+        "apply (non-commercial research and educational use only; copyright stays with the image owners). "
+        "Cite Coates, Lee & Ng (2011).",
+    ),
+)
+_UNKNOWN_CAVEAT = (
+    "The licence of the source images is not recorded here. Every synthetic image is a derived work of the "
+    "source images it mixes, so the source dataset's licence and terms apply to this dataset as well; check "
+    "them before sharing or using it."
+)
+
+
+def licence_caveat(subset_info: dict[str, Any]) -> str:
+    """The licence caveat for a dataset synthesised from the subset described by ``subset_info``.
+
+    subset_info: the manifest's ``subset`` entry (``dataset`` name and ``source`` description are used).
+    """
+    text = f"{subset_info.get('dataset', '')} {subset_info.get('source', '')}".lower()
+    for needle, caveat in _LICENCE_CAVEATS:
+        if needle in text:
+            return caveat
+    return _UNKNOWN_CAVEAT
+
+
+def render_card(manifest: dict[str, Any]) -> str:
+    """Markdown text of the dataset card for ``manifest`` (as written by the ``synthesize`` stage)."""
+    shards = manifest["shards"]
+    first, last = shards[0]["name"], shards[-1]["name"]
+    pattern = (
+        first[: -len("000000.tar")] + "{" + first[-len("000000.tar") : -4] + ".." + last[-10:-4] + "}.tar"
+    )
+    subset = manifest.get("subset", {})
+    generator = manifest.get("generator")
+    synthesis = manifest.get("synthesis", {})
+    mode = synthesis.get("mode", "generator" if generator else "pixel")
+    if generator:
+        made_by = (
+            f"a HydraMix generator (file sha256 `{generator['sha256']}`, trained for {generator.get('step')} "
+            "steps) that encodes N same-class source images, fuses their feature maps with a mixing mask and "
+            "decodes the composition"
+        )
+    else:
+        made_by = "pixel-space composition of N same-class source images under a mixing mask (no generator)"
+    counts = ", ".join(f"{name}: {n}" for name, n in manifest["counts"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items()))
+    params = json.dumps(
+        {
+            "synthesis": synthesis,
+            "masks": manifest.get("masks", {}),
+            "shard_size": manifest.get("shard_size"),
+        },
+        indent=2,
+        sort_keys=True,
+    )
+    return f"""# Synthetic dataset `{manifest.get("name", first.rsplit("-", 1)[0])}`
+
+{manifest["total"]} synthetic {manifest["resolution"]}x{manifest["resolution"]} RGB images in \
+{len(manifest["class_names"])} classes ({counts}), written by `hydramix synthesize` ({mode} mode) as \
+{len(shards)} WebDataset shards `{pattern}`.
+
+## How it was made
+
+Each image is {made_by}. Sources come from the labelled subset `{subset.get("dataset", "?")}` \
+(k = {subset.get("k", "?")} per class, subset seed {subset.get("seed", "?")}, subset manifest sha256 \
+`{subset.get("manifest_sha256", "?")}`). Sample `s` has class `s % {len(manifest["class_names"])}` and is \
+determined by the seed and `s` alone, so the same generator, subset, params and seed reproduce every \
+shard byte for byte (see `manifest.json` for the sha256 of each shard; `hydramix verify DIR` checks them).
+
+Per sample: `KEY.png` (lossless image), `KEY.cls` (class id as text), `KEY.json` (provenance: class, the \
+subset indices of the N sources, N, mask kind, per-sample seed).
+
+Parameters:
+
+```json
+{params}
+```
+
+Libraries: {versions}.
+
+## Loading
+
+```python
+import glob, webdataset as wds
+urls = sorted(glob.glob("DIR/*.tar"))  # DIR = this directory
+ds = wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("png", "cls", "json")
+for image, label, provenance in ds:
+    ...  # PIL image, int label, dict
+```
+
+Class ids index this list: {json.dumps(manifest["class_names"])}. Within the project: \
+`pipeline.shards.load_images(DIR)` or `pipeline.shards.iter_samples(DIR)`.
+
+## Licence
+
+{licence_caveat(subset)}
+"""
