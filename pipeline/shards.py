@@ -490,7 +490,8 @@ def write_dataset_shards(
     shard's first id, so its bytes do not depend on which other shards are written, by which process or in
     which order. A shard already present under its final name with the right sample count is kept (its sha256
     is read back). PNG encoding and tar writing run in a background thread while the next chunk renders.
-    Returns ``{index: {"name", "sha256", "count"}}``. A full disk raises HydraMixError; no partial shard.
+    Returns ``{index: {"name", "sha256", "count", "rendered"}}`` (rendered: False for a kept shard). A full
+    disk raises HydraMixError; no partial shard is left.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -507,7 +508,12 @@ def write_dataset_shards(
         path = directory / shard_name(shards.name, i)
         expected = len(shard_sample_ids(i, shards.shard_size, total))
         if path.is_file() and count_shard_samples(path) == expected:
-            written[i] = {"name": path.name, "sha256": file_sha256(path), "count": expected}
+            written[i] = {
+                "name": path.name,
+                "sha256": file_sha256(path),
+                "count": expected,
+                "rendered": False,
+            }
         else:
             pending.append(i)
     n_pending = sum(len(shard_sample_ids(i, shards.shard_size, total)) for i in pending)
@@ -516,9 +522,10 @@ def write_dataset_shards(
             ids = shard_sample_ids(i, shards.shard_size, total)
             chunks = (ids[s : s + batch_size] for s in range(0, len(ids), batch_size))
             try:
-                written[i] = _write_rendered_shard(
+                entry = _write_rendered_shard(
                     directory / shard_name(shards.name, i), renderer, chunks, bar.update
                 )
+                written[i] = {**entry, "rendered": True}
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise HydraMixError(
@@ -570,6 +577,66 @@ def finish_dataset(
     write_json(directory / MANIFEST, manifest)
     (directory / PLAN).unlink(missing_ok=True)
     return manifest
+
+
+def class_counts(total: int, class_names: Sequence[str]) -> dict[str, int]:
+    """Samples per class when sample s has class s % C (the Synthesizer's rule)."""
+    c = len(class_names)
+    return {name: len(range(label, total, c)) for label, name in enumerate(class_names)}
+
+
+def write_dataset(
+    directory: str | Path,
+    renderer: Renderer,
+    shards: ShardConfig,
+    batch_size: int,
+    *,
+    identity: dict[str, Any],
+    class_names: Sequence[str],
+    resolution: int,
+    card: Callable[[dict[str, Any]], str] | str,
+    force: bool = False,
+    indices: Iterable[int] | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]]]:
+    """Plan, render and finish a synthetic dataset in ``directory``: the whole ``synthesize`` stage's work.
+
+    ``renderer`` renders sample s as class s % len(class_names). With ``indices`` (this process's share, see
+    ``shards_for_rank``) only those shards are written, and the manifest only once every shard of the dataset
+    is present. Returns (the manifest or None if shards are still missing, the per-shard results of
+    this call). HydraMixError for a directory holding another dataset (unless ``force``) or a full disk.
+    """
+    directory = Path(directory)
+    try:
+        plan_dataset(directory, identity, force)
+        written = write_dataset_shards(directory, renderer, shards, batch_size, indices, progress)
+        total = int(renderer.total)
+        entries = []
+        for i in range(n_shards(total, shards.shard_size)):
+            if i in written:
+                entries.append(written[i])
+                continue
+            path = directory / shard_name(shards.name, i)
+            expected = len(shard_sample_ids(i, shards.shard_size, total))
+            if not (path.is_file() and count_shard_samples(path) == expected):
+                return None, written  # another process's shard, not written yet
+            entries.append({"name": path.name, "sha256": file_sha256(path), "count": expected})
+        manifest = finish_dataset(
+            directory,
+            entries,
+            class_names=class_names,
+            resolution=resolution,
+            counts=class_counts(total, class_names),
+            identity=identity,
+            card=card,
+        )
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise HydraMixError(
+                f"{directory}: disk full ({exc}); free space and run the command again"
+            ) from None
+        raise HydraMixError(f"{directory}: cannot write ({exc})") from None
+    return manifest, written
 
 
 _DONE, _ABORT = object(), object()

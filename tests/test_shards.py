@@ -256,3 +256,24 @@ def test_plan_names_the_differing_nested_key(tmp_path):
     shards.plan_dataset(tmp_path, {"synthesis": {"seed": 0, "n": 1}, "masks": (2, 3)}, force=False)
     with pytest.raises(HydraMixError, match=r"differs in synthesis\.seed\)"):
         shards.plan_dataset(tmp_path, {"synthesis": {"seed": 1, "n": 1}, "masks": (2, 3)}, force=False)
+
+
+def test_write_dataset_split_writes_the_manifest_when_the_last_share_is_done(tmp_path):
+    kwargs = dict(
+        identity={"what": "split"}, class_names=CLASSES, resolution=8, card=lambda m: f"{m['total']}\n"
+    )
+    cfg = ShardConfig("toy", 4)
+    manifest, written = shards.write_dataset(
+        tmp_path / "ds", StandInRenderer(5), cfg, 4, indices=[1, 3], progress=False, **kwargs
+    )
+    assert manifest is None and sorted(written) == [1, 3] and not (tmp_path / "ds" / shards.MANIFEST).exists()
+    manifest, written = shards.write_dataset(
+        tmp_path / "ds", StandInRenderer(5), cfg, 4, indices=[0, 2], progress=False, **kwargs
+    )
+    assert manifest is not None and manifest["counts"] == {"a": 5, "b": 5, "c": 5}
+    assert (tmp_path / "ds" / shards.CARD).read_text() == "15\n"
+    assert shards.verify(tmp_path / "ds") == []
+    # the same dataset again: nothing is rendered, the manifest is identical
+    renderer = StandInRenderer(5)
+    again, written = shards.write_dataset(tmp_path / "ds", renderer, cfg, 4, progress=False, **kwargs)
+    assert again == manifest and renderer.calls == [] and not any(e["rendered"] for e in written.values())

@@ -1,0 +1,205 @@
+"""``hydramix synthesize``: a trained generator + its subset -> a reproducible WebDataset shard dataset."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import resource
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import PIL
+import torch
+import typer
+import yaml
+
+from pipeline.atomic import write_json
+from pipeline.config import from_dict, replace, to_dict
+from pipeline.dataset_card import render_card
+from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.errors import HydraMixError
+from pipeline.masks import MaskConfig
+from pipeline.shards import file_sha256, write_dataset
+from pipeline.subsets import read_subset
+from pipeline.synthesis import SynthConfig, Synthesizer
+from pipeline.train_generator import load_generator
+from stages.app import ParamsOption, load_section, stage
+
+
+@stage("synthesize", help="Write --n-per-class synthetic images per class as reproducible WebDataset shards.")
+def synthesize(
+    subset: Annotated[Path, typer.Option("--subset", help="Subset directory the generator was trained on.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output dataset directory (shards, manifest.json, README.md).")
+    ],
+    generator: Annotated[
+        Path | None,
+        typer.Option(
+            "--generator",
+            help="Generator file (.pt) from `hydramix train-generator`; optional in pixel mode.",
+        ),
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    n_per_class: Annotated[
+        int | None, typer.Option(help="Images per class (overrides synthesize.n_per_class).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Dataset seed (overrides synthesize.seed).")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="generator (HydraMix) or pixel (mask-composite control, no generator).")
+    ] = None,
+    n_sources: Annotated[
+        str | None,
+        typer.Option(help="Images mixed per sample: N or MIN,MAX (overrides synthesize.n_sources)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda or cuda:N (overrides synthesize.device).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a different dataset already in --out.")
+    ] = False,
+    metrics: Annotated[
+        Path | None, typer.Option(help="Also write timing figures (images/s, peak memory) to this JSON file.")
+    ] = None,
+) -> None:
+    """Resumable: re-running the same command keeps complete shards and renders only the missing ones."""
+    cfg = load_section(params, "synthesize", SynthConfig)
+    if n_per_class is not None and n_per_class < 1:
+        raise HydraMixError(f"--n-per-class must be >= 1, got {n_per_class}")
+    if mode is not None and mode not in ("generator", "pixel"):
+        raise HydraMixError(f"--mode must be 'generator' or 'pixel', got {mode!r}")
+    try:
+        cfg = replace(
+            cfg,
+            n_per_class=n_per_class,
+            seed=seed,
+            mode=mode,
+            n_sources=_parse_n_sources(n_sources),
+            device=device,
+        )
+    except ValueError as exc:  # __post_init__ range checks on the flag values
+        raise HydraMixError(f"bad option: {exc}") from None
+
+    data = read_subset(subset)
+    subset_sha256 = file_sha256(Path(subset) / "manifest.json")
+    g, g_meta, g_sha256 = None, None, None
+    if generator is not None:
+        g, g_meta = load_generator(generator)
+        g_sha256 = file_sha256(generator)
+        check_generator_matches_subset(
+            generator, g_meta, data.train.class_names, data.train.resolution, subset_sha256
+        )
+    elif cfg.mode == "generator":
+        raise HydraMixError("--generator PATH is required in generator mode (or pass --mode pixel)")
+    mask_cfg = _mask_config(g_meta, params)
+
+    torch_device = resolve_device(cfg.device)
+    dtype = resolve_dtype(torch_device, cfg.precision)
+    synthesizer = Synthesizer(
+        data.train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype
+    )
+    identity = {
+        "name": cfg.shards.name,
+        "shard_size": cfg.shards.shard_size,
+        "generator": None
+        if g_meta is None
+        else {"sha256": g_sha256, "step": g_meta.get("step"), "model": g_meta.get("model")},
+        "subset": {
+            "manifest_sha256": subset_sha256,
+            **{k: data.manifest.get(k) for k in ("dataset", "source", "checksum", "k", "seed")},
+        },
+        # device and precision are recorded as resolved (they can change the decoded bytes), not as asked.
+        "synthesis": {k: v for k, v in to_dict(cfg).items() if k not in ("device", "precision", "shards")},
+        "compute": {"device": torch_device.type, "dtype": str(dtype).removeprefix("torch.")},
+        "masks": to_dict(synthesizer.mask_cfg),
+        "versions": library_versions(),
+    }
+    start = time.perf_counter()
+    manifest, written = write_dataset(
+        out,
+        synthesizer,
+        cfg.shards,
+        cfg.batch_size,
+        identity=identity,
+        class_names=data.train.class_names,
+        resolution=synthesizer.resolution,
+        card=render_card,
+        force=force,
+    )
+    seconds = time.perf_counter() - start
+    rendered = sum(e["count"] for e in written.values() if e["rendered"])
+    kept = sum(1 for e in written.values() if not e["rendered"])
+    figures = {
+        "images": manifest["total"],
+        "images_rendered": rendered,
+        "shards": len(manifest["shards"]),
+        "shards_kept": kept,
+        "seconds": seconds,
+        "images_per_s": rendered / seconds if rendered else None,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": torch_device.type,
+        "dtype": identity["compute"]["dtype"],
+    }
+    if metrics is not None:
+        write_json(metrics, figures)
+    typer.echo(
+        f"{out}: {manifest['total']} images in {len(manifest['shards'])} shard(s) "
+        f"({rendered} rendered, {kept} shard(s) kept) in {seconds:.1f} s"
+    )
+
+
+def check_generator_matches_subset(
+    path: Path, meta: dict[str, Any], class_names: tuple[str, ...], resolution: int, subset_sha256: str
+) -> None:
+    """HydraMixError if the generator in ``path`` was trained for other classes, resolution or subset."""
+    if list(meta.get("class_names", [])) != list(class_names):
+        raise HydraMixError(
+            f"{path} was trained for classes {meta.get('class_names')}, "
+            f"but the subset has classes {list(class_names)}"
+        )
+    if meta.get("resolution") != resolution:
+        raise HydraMixError(
+            f"{path} was trained at {meta.get('resolution')} px, but the subset's images are {resolution} px"
+        )
+    if meta.get("subset_sha256") != subset_sha256:
+        raise HydraMixError(
+            f"{path} was trained on another subset (subset manifest sha256 {meta.get('subset_sha256')}, "
+            f"this subset's is {subset_sha256}); pass the --subset it was trained on"
+        )
+
+
+def _parse_n_sources(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise HydraMixError(f"--n-sources must be N or MIN,MAX (integers), got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise HydraMixError(f"--n-sources must be N or MIN,MAX, got {text!r}")
+    return values
+
+
+def _mask_config(g_meta: dict[str, Any] | None, params: Path) -> MaskConfig:
+    """The generator's mask params; without a generator (pixel mode) those of params' ``generator.masks``."""
+    if g_meta is not None:
+        return from_dict(MaskConfig, g_meta["masks"], where="generator file: masks")
+    section = (yaml.safe_load(params.read_text()) or {}).get("generator") or {}
+    if "masks" not in section:
+        raise HydraMixError(
+            f"pixel mode without --generator takes its mask params from generator.masks in {params}, "
+            "which has none"
+        )
+    return from_dict(MaskConfig, section["masks"], where=f"{params}:generator.masks")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour determines the bytes of a dataset."""
+    return {
+        "hydramix": importlib.metadata.version("hydramix"),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }

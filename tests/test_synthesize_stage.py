@@ -1,0 +1,315 @@
+"""``hydramix synthesize`` end to end on the tiny subset with a tiny (untrained) generator checkpoint.
+
+An untrained generator is enough here: these tests check the artifact (determinism, resume, provenance,
+loaders, errors), not image quality.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from pipeline import shards
+from pipeline.devices import resolve_device
+from pipeline.masks import MaskConfig
+from pipeline.networks import HydraMixGenerator
+from pipeline.shards import ShardConfig, file_sha256
+from pipeline.subsets import read_subset
+from pipeline.synthesis import SynthConfig, Synthesizer
+from pipeline.train_generator import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    LossConfig,
+    ModelConfig,
+    save_generator,
+)
+from stages.cli import app
+
+runner = CliRunner()
+MASKS = {"kind": "segmentation", "n_sources": [2, 3], "scale": 50.0, "sigma": 0.5, "min_size": 4}
+SYNTH = {
+    "n_per_class": 6,
+    "seed": 0,
+    "n_sources": [2, 3],
+    "mode": "generator",
+    "batch_size": 4,
+    "flip_sources": True,
+    "mask_kind": None,
+    "device": "cpu",
+    "precision": "fp32",
+    "shards": {"name": "tiny", "shard_size": 10},
+}
+
+
+def generator_config(resolution: int = 16) -> GeneratorConfig:
+    return GeneratorConfig(
+        resolution=resolution,
+        resize_subset=False,
+        iterations=1,
+        batch_size=2,
+        lr=1e-3,
+        lr_discriminator=1e-3,
+        lr_milestones=(),
+        lr_gamma=1.0,
+        flip=True,
+        cap_sources_to_class_size=False,
+        checkpoint_every=1,
+        log_every=1,
+        eval_mixes=1,
+        grid_mixes=1,
+        seed=0,
+        device="cpu",
+        precision="fp32",
+        model=ModelConfig(width=4, encoder_blocks=0, decoder_blocks=0),
+        discriminator=DiscriminatorConfig(width=4, n_layers=1),
+        losses=LossConfig(),
+        masks=MaskConfig(**{**MASKS, "n_sources": (2, 3)}),
+    )
+
+
+def make_generator(path: Path, subset: Path, class_names=None, resolution: int = 16, sha=None) -> Path:
+    """A tiny randomly initialised generator saved in the documented generator file format."""
+    cfg = generator_config(resolution)
+    torch.manual_seed(0)
+    g = HydraMixGenerator(**{"width": 4, "encoder_blocks": 0, "decoder_blocks": 0})
+    names = class_names or tuple(read_subset(subset).train.class_names)
+    save_generator(path, g, cfg, names, sha or file_sha256(subset / "manifest.json"), step=1)
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_subset):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"synthesize": SYNTH, "generator": {"masks": MASKS}}))
+    gen = make_generator(tmp_path / "g.pt", tiny_subset)
+    return {"params": params, "subset": tiny_subset, "generator": gen, "tmp": tmp_path}
+
+
+def synth(setup, out: Path, *extra: str, generator: bool = True):
+    args = [
+        "synthesize",
+        "--subset",
+        str(setup["subset"]),
+        "--out",
+        str(out),
+        "--params",
+        str(setup["params"]),
+    ]
+    if generator:
+        args += ["--generator", str(setup["generator"])]
+    return runner.invoke(app, args + list(extra))
+
+
+def digests(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.glob("*.tar"))}
+
+
+def test_synthesize_is_deterministic_verifiable_and_self_describing(setup):
+    out_a, out_b = setup["tmp"] / "a", setup["tmp"] / "b"
+    result = synth(setup, out_a, "--metrics", str(setup["tmp"] / "m.json"))
+    assert result.exit_code == 0, result.output
+    assert synth(setup, out_b).exit_code == 0
+    assert digests(out_a) == digests(out_b) and len(digests(out_a)) == 3  # 24 samples in shards of 10
+    assert shards.verify(out_a) == []
+    assert runner.invoke(app, ["verify", str(out_a)]).exit_code == 0
+
+    manifest = shards.read_manifest(out_a)
+    assert manifest["total"] == 24 and set(manifest["counts"].values()) == {6}
+    assert manifest["generator"]["sha256"] == file_sha256(setup["generator"])
+    assert manifest["subset"]["manifest_sha256"] == file_sha256(setup["subset"] / "manifest.json")
+    assert manifest["synthesis"]["n_per_class"] == 6 and manifest["masks"]["n_sources"] == [2, 3]
+    assert set(manifest["versions"]) == {"hydramix", "torch", "numpy", "pillow"}
+    assert {s["name"]: s["sha256"] for s in manifest["shards"]} == digests(out_a)
+    card = (out_a / "README.md").read_text()
+    assert "wds.WebDataset" in card and "## Licence" in card and "24 synthetic 16x16" in card
+    figures = json.loads((setup["tmp"] / "m.json").read_text())
+    assert figures["images_rendered"] == 24 and figures["images_per_s"] > 0
+    assert not (out_a / shards.PLAN).exists()
+
+
+def test_provenance_matches_the_subset(setup):
+    out = setup["tmp"] / "ds"
+    assert synth(setup, out).exit_code == 0
+    train = read_subset(setup["subset"]).train
+    label_of_index = dict(zip(train.indices.tolist(), train.labels.tolist(), strict=True))
+    samples = list(shards.iter_samples(out))
+    assert [s.meta["sample_id"] for s in samples] == list(range(24))
+    for s in samples:
+        assert s.label == s.meta["sample_id"] % 4 == s.meta["label"]
+        assert s.meta["class"] == train.class_names[s.label]
+        assert 2 <= s.meta["n_sources"] == len(s.meta["sources"]) <= 3
+        assert len(set(s.meta["sources"])) == len(s.meta["sources"])  # distinct sources
+        assert all(label_of_index[i] == s.label for i in s.meta["sources"])  # all of the labelled class
+        assert s.image.shape == (16, 16, 3)
+    images = shards.load_images(out)
+    assert len(images) == 24 and images.class_names == train.class_names
+    np.testing.assert_array_equal(images.images[5], samples[5].image)
+
+
+def test_stock_webdataset_reads_synthesize_output(setup):
+    wds = pytest.importorskip("webdataset")
+    out = setup["tmp"] / "ds"
+    assert synth(setup, out).exit_code == 0
+    urls = [str(p) for p in shards.shard_paths(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = list(wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("png", "cls", "json"))
+    assert len(rows) == 24
+    ours = list(shards.iter_samples(out))
+    for (img, cls, meta), s in zip(rows, ours, strict=True):
+        np.testing.assert_array_equal(np.asarray(img), s.image)
+        assert cls == s.label and meta == s.meta
+
+
+def test_resume_after_an_interrupted_run(setup, monkeypatch):
+    clean = setup["tmp"] / "clean"
+    assert synth(setup, clean).exit_code == 0
+    out = setup["tmp"] / "ds"
+    real_render = Synthesizer.render
+
+    def interrupted(self, ids):
+        if ids[0] >= 10:  # Ctrl-C while rendering the second shard
+            raise KeyboardInterrupt
+        return real_render(self, ids)
+
+    monkeypatch.setattr(Synthesizer, "render", interrupted)
+    result = synth(setup, out)
+    assert result.exit_code == 130
+    assert sorted(p.name for p in out.iterdir()) == [shards.PLAN, "tiny-000000.tar"]
+    (out / "tiny-000001.tar.tmp").write_bytes(b"half a shard")  # what a SIGKILL would leave behind
+    monkeypatch.setattr(Synthesizer, "render", real_render)
+    result = synth(setup, out)
+    assert result.exit_code == 0, result.output
+    assert "(14 rendered, 1 shard(s) kept)" in result.stdout
+    assert digests(out) == digests(clean) and not list(out.glob("*.tmp"))
+    assert shards.read_manifest(out)["shards"] == shards.read_manifest(clean)["shards"]
+
+
+def test_resume_keeps_complete_shards(setup):
+    out = setup["tmp"] / "ds"
+    assert synth(setup, out).exit_code == 0
+    before = digests(out)
+    (out / "tiny-000001.tar").unlink()
+    result = synth(setup, out)
+    assert result.exit_code == 0, result.output
+    assert "(10 rendered, 2 shard(s) kept)" in result.stdout
+    assert digests(out) == before and shards.verify(out) == []
+
+
+def test_different_dataset_in_out_is_refused_unless_forced(setup):
+    out = setup["tmp"] / "ds"
+    assert synth(setup, out).exit_code == 0
+    before = digests(out)
+    result = synth(setup, out, "--seed", "1")
+    assert result.exit_code == 1 and "different synthetic dataset" in result.stderr
+    assert "synthesis.seed" in result.stderr and digests(out) == before
+    result = synth(setup, out, "--seed", "1", "--force")
+    assert result.exit_code == 0, result.output
+    assert digests(out) != before and shards.verify(out) == []
+    assert shards.read_manifest(out)["synthesis"]["seed"] == 1
+
+
+def test_full_disk_fails_cleanly(setup, monkeypatch):
+    out = setup["tmp"] / "ds"
+    real = shards._tar_member
+    calls = {"n": 0}
+
+    def full_disk(name, size):
+        calls["n"] += 1
+        if calls["n"] == 40:  # second shard (30 members per full shard), mid-shard
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(name, size)
+
+    monkeypatch.setattr(shards, "_tar_member", full_disk)
+    result = synth(setup, out)
+    assert result.exit_code == 1 and "disk full" in result.stderr
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == [shards.PLAN, "tiny-000000.tar"]
+    monkeypatch.setattr(shards, "_tar_member", real)
+    assert synth(setup, out).exit_code == 0 and shards.verify(out) == []
+
+
+def test_pixel_mode_needs_no_generator(setup):
+    out = setup["tmp"] / "px"
+    result = synth(setup, out, "--mode", "pixel", "--n-sources", "2", "--n-per-class", "3", generator=False)
+    assert result.exit_code == 0, result.output
+    manifest = shards.read_manifest(out)
+    assert manifest["generator"] is None and manifest["total"] == 12
+    assert all(s.meta["n_sources"] == 2 and s.meta["mode"] == "pixel" for s in shards.iter_samples(out))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--n-per-class", "0"], "--n-per-class must be >= 1"),
+        (["--n-sources", "1,3"], "n_sources"),
+        (["--n-sources", "two"], "--n-sources must be"),
+        (["--mode", "magic"], "--mode must be"),
+        (["--device", "tpu"], "unknown device"),
+    ],
+)
+def test_bad_flags(setup, extra, message):
+    result = synth(setup, setup["tmp"] / "ds", *extra)
+    assert result.exit_code == 1 and message in result.stderr, result.output
+    assert not (setup["tmp"] / "ds").exists()
+
+
+def test_bad_generator_files(setup, make_subset):
+    out = setup["tmp"] / "ds"
+
+    def with_generator(path: Path):
+        setup["generator"] = path
+        return synth(setup, out)
+
+    result = with_generator(setup["tmp"] / "missing.pt")
+    assert result.exit_code == 1 and "not found" in result.stderr
+    foreign = setup["tmp"] / "foreign.pt"
+    foreign.write_bytes(b"not a checkpoint")
+    assert "not a readable generator file" in with_generator(foreign).stderr
+    torch.save({"format": "something else"}, setup["tmp"] / "other.pt")
+    assert "not a hydramix generator file" in with_generator(setup["tmp"] / "other.pt").stderr
+    other_classes = make_generator(setup["tmp"] / "c.pt", setup["subset"], class_names=("w", "x", "y", "z"))
+    assert "trained for classes" in with_generator(other_classes).stderr
+    other_res = make_generator(setup["tmp"] / "r.pt", setup["subset"], resolution=32)
+    assert "trained at 32 px" in with_generator(other_res).stderr
+    other_subset = make_generator(setup["tmp"] / "s.pt", setup["subset"], sha="0" * 64)
+    assert "trained on another subset" in with_generator(other_subset).stderr
+    assert not out.exists()
+
+
+def test_generator_mode_without_generator(setup):
+    result = synth(setup, setup["tmp"] / "ds", generator=False)
+    assert result.exit_code == 1 and "--generator PATH is required" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["pixel", "generator"])
+def test_split_across_processes_is_byte_identical(setup, mode):
+    """Two 'ranks' writing alternate shards (each with its own Synthesizer) == one process writing all."""
+    subset = read_subset(setup["subset"])
+    cfg = SynthConfig(
+        **{**SYNTH, "mode": mode, "n_sources": (2, 3), "n_per_class": 5, "shards": ShardConfig("tiny", 3)}
+    )
+    mask_cfg = MaskConfig(**{**MASKS, "n_sources": (2, 3)})
+    device = resolve_device("cpu")
+
+    def synthesizer() -> Synthesizer:
+        torch.manual_seed(0)
+        g = HydraMixGenerator(width=4, encoder_blocks=0, decoder_blocks=0)
+        return Synthesizer(subset.train, cfg, mask_cfg, g, device, torch.float32)
+
+    one, split = setup["tmp"] / "one", setup["tmp"] / "split"
+    shards.write_dataset_shards(one, synthesizer(), cfg.shards, cfg.batch_size, progress=False)
+    count = shards.n_shards(20, 3)
+    for rank in range(2):
+        indices = shards.shards_for_rank(count, rank, 2)
+        shards.write_dataset_shards(split, synthesizer(), cfg.shards, cfg.batch_size, indices, progress=False)
+    assert digests(one) == digests(split) and len(digests(one)) == 7
