@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import tarfile
 import warnings
@@ -71,6 +72,22 @@ def test_write_shard_is_deterministic_and_tar_metadata_fixed(tmp_path):
     assert [m.name for m in members[:3]] == ["00000000.png", "00000000.cls", "00000000.json"]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_tar_bytes_equal_what_tarfile_writes(tmp_path):
+    samples = StandInRenderer(2).render(np.arange(5))
+    ours = shards.write_shard(tmp_path / "ours-000000.tar", samples)
+    with tarfile.open(tmp_path / "ref.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            for name, data in shards._sample_members(sample):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+    assert (tmp_path / "ours-000000.tar").read_bytes() == (tmp_path / "ref.tar").read_bytes()
+    assert ours["sha256"] == shards.file_sha256(tmp_path / "ref.tar")
+    empty = shards.write_shard(tmp_path / "empty-000000.tar", [])
+    assert empty["count"] == 0 and (tmp_path / "empty-000000.tar").stat().st_size == tarfile.RECORDSIZE
 
 
 def test_write_shard_rejects_bad_samples_and_leaves_nothing(tmp_path):
@@ -147,16 +164,16 @@ def test_render_failure_and_full_disk_leave_no_final_shard(tmp_path, monkeypatch
         shards.write_dataset_shards(tmp_path / "ds", StandInRenderer(4, fail_at=9), cfg, 2, progress=False)
     assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["toy-000000.tar"]
 
-    real = shards._tar_member
+    real = shards._tar_member_bytes
     calls = {"n": 0}
 
-    def full_disk(name, size):
+    def full_disk(name, data):
         calls["n"] += 1
         if calls["n"] == 5:  # mid-shard
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(name, size)
+        return real(name, data)
 
-    monkeypatch.setattr(shards, "_tar_member", full_disk)
+    monkeypatch.setattr(shards, "_tar_member_bytes", full_disk)
     with pytest.raises(HydraMixError, match="disk full"):
         shards.write_dataset_shards(tmp_path / "ds", StandInRenderer(4), cfg, 2, progress=False)
     assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["toy-000000.tar"]

@@ -220,21 +220,21 @@ def test_different_dataset_in_out_is_refused_unless_forced(setup):
 
 def test_full_disk_fails_cleanly(setup, monkeypatch):
     out = setup["tmp"] / "ds"
-    real = shards._tar_member
+    real = shards._tar_member_bytes
     calls = {"n": 0}
 
-    def full_disk(name, size):
+    def full_disk(name, data):
         calls["n"] += 1
         if calls["n"] == 40:  # second shard (30 members per full shard), mid-shard
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(name, size)
+        return real(name, data)
 
-    monkeypatch.setattr(shards, "_tar_member", full_disk)
+    monkeypatch.setattr(shards, "_tar_member_bytes", full_disk)
     result = synth(setup, out)
     assert result.exit_code == 1 and "disk full" in result.stderr
     assert "Traceback" not in result.output
     assert sorted(p.name for p in out.iterdir()) == [shards.PLAN, "tiny-000000.tar"]
-    monkeypatch.setattr(shards, "_tar_member", real)
+    monkeypatch.setattr(shards, "_tar_member_bytes", real)
     assert synth(setup, out).exit_code == 0 and shards.verify(out) == []
 
 
