@@ -1,0 +1,121 @@
+"""The prepared directory (one dataset, converted once) and subsets drawn from it.
+
+A prepared directory holds ``train.parquet`` and ``test.parquet`` (the ``pipeline.imageset`` format) and
+``manifest.json``: dataset, source files (location, sha256, md5), class names, resolution, counts, skipped
+file count. It is written atomically (temporary directory, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_dir, write_json
+from pipeline.errors import HydraMixError
+from pipeline.imageset import read_parquet, write_parquet
+from pipeline.sources import SOURCES, SourceOptions, load_source
+from pipeline.subsets import draw_subset, write_subset
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """``prepare:`` in params.yaml. ``folder_path`` and ``resolution`` are read only for dataset ``folder``
+    (the official datasets keep their native 32 / 96 px)."""
+
+    dataset: str
+    folder_path: str
+    resolution: int
+
+    def __post_init__(self) -> None:
+        if self.dataset not in SOURCES:
+            raise ValueError(f"unknown dataset '{self.dataset}'; choose one of: {', '.join(SOURCES)}")
+        if not 1 <= self.resolution <= 4096:
+            raise ValueError(f"resolution must be in 1..4096, got {self.resolution}")
+
+
+@dataclass(frozen=True)
+class SubsetConfig:
+    """``subset:`` in params.yaml: ``k`` train images per class, drawn with ``seed`` (nested across k)."""
+
+    k: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+
+def prepare(config: PrepareConfig, download_dir: Path, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Load ``config.dataset`` and write the prepared directory ``out``; return its manifest.
+
+    ``download_dir`` holds (or receives) the official archives; for ``folder``, ``config.folder_path`` is the
+    tree or archive, read as given (relative paths from the working directory).
+    """
+    options = SourceOptions(
+        download_dir=Path(download_dir),
+        folder_path=Path(config.folder_path) if config.dataset == "folder" else None,
+        resolution=config.resolution,
+        progress=progress,
+    )
+    data = load_source(config.dataset, options)
+    manifest = {
+        "dataset": data.dataset,
+        "source": [f.to_dict() for f in data.files],
+        "class_names": list(data.train.class_names),
+        "resolution": data.train.resolution,
+        "counts": {"train": data.train.counts(), "test": data.test.counts()},
+        "skipped_files": data.skipped,
+    }
+    with atomic_dir(out) as tmp:
+        write_parquet(data.train, tmp / "train.parquet")
+        write_parquet(data.test, tmp / "test.parquet")
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def read_prepared_manifest(prepared: Path) -> dict[str, Any]:
+    """The manifest of a prepared directory; HydraMixError if ``prepared`` is not one."""
+    path = Path(prepared) / "manifest.json"
+    if not path.is_file():
+        raise HydraMixError(
+            f"{prepared}: not a prepared dataset directory (no manifest.json); run `hydramix prepare`"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HydraMixError(f"{path}: not valid JSON ({exc})") from None
+
+
+def make_subset(prepared: Path, out: Path, config: SubsetConfig) -> dict[str, Any]:
+    """Draw ``config.k`` train images per class from the prepared directory; write subset dir ``out``.
+
+    Only the chosen train images are decoded; the test split is copied whole. Returns the subset manifest
+    (source and its checksums from the prepared manifest, k, seed, chosen original indices, counts, ...).
+    """
+    prepared = Path(prepared)
+    manifest = read_prepared_manifest(prepared)
+    train_path = prepared / "train.parquet"
+    try:
+        labels = pq.read_table(train_path, columns=["label"]).column("label").to_numpy().astype(np.int64)
+    except (pa.ArrowException, OSError) as exc:
+        raise HydraMixError(f"{train_path}: not a readable Parquet file ({exc})") from None
+    class_names = tuple(manifest["class_names"])
+    positions = draw_subset(labels, class_names, config.k, config.seed)
+    train = read_parquet(train_path, rows=positions)
+    test = read_parquet(prepared / "test.parquet")
+    subset_manifest = {
+        "dataset": manifest["dataset"],
+        "source": manifest["source"],
+        "k": config.k,
+        "seed": config.seed,
+    }
+    write_subset(out, train, test, subset_manifest)
+    return json.loads((Path(out) / "manifest.json").read_text())

@@ -1,0 +1,219 @@
+"""Any ImageFolder tree or .tar / .tar.gz archive holding ``train/<class>/*`` and ``test/<class>/*``.
+
+Layout: ``train/`` and ``test/`` at the top, or inside one top-level folder (``mydata/train/...``). Classes
+are the sub-folders of ``train/`` in sorted order (label = position); ``test/`` must have the same classes.
+Files deeper inside a class folder belong to that class. Archives are streamed, never extracted.
+Skipped (and counted): files that are not images, files outside any class folder, hidden files and folders
+(``.DS_Store``, ``._*``, ``__MACOSX``). An image file that cannot be decoded is an error naming it.
+Original index: position of the image in its split after sorting by (class name, path inside the class
+folder), counting images only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.download import file_digest, iter_tar
+from pipeline.errors import HydraMixError
+from pipeline.images import load_image
+from pipeline.imageset import ImageSet
+from pipeline.sources.source_data import SourceData, SourceFile, SourceOptions
+
+SPLITS = ("train", "test")
+# fork: workers start instantly and inherit the loaded modules (spawn would re-import the whole CLI, torch
+# included, in every worker); they only run Pillow/numpy code, as PyTorch's DataLoader workers do.
+_FORK = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+_DECODE_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_BATCH = 1024  # images per worker task; inputs smaller than this are decoded in-process
+
+
+def _hidden(part: str) -> bool:
+    return part.startswith(".") or part == "__MACOSX"
+
+
+def _iter_tree(root: Path) -> Iterator[tuple[str, bool, Path | None]]:
+    """(relative POSIX path, is_dir, file path) for everything under ``root``, in sorted walk order."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for d in dirnames:
+            yield (d if rel_dir == "." else f"{rel_dir}/{d}"), True, None
+        for f in sorted(filenames):
+            yield (f if rel_dir == "." else f"{rel_dir}/{f}"), False, Path(dirpath) / f
+
+
+def _decode_batch(
+    batch: list[tuple[str, bytes | str]], resolution: int
+) -> list[tuple[np.ndarray | None, str]]:
+    """Each (display name, bytes or file path) -> (image or None if not an image, sha256 of the bytes)."""
+    out = []
+    for name, payload in batch:
+        data = Path(payload).read_bytes() if isinstance(payload, str) else payload
+        out.append((load_image(data, name, resolution), hashlib.sha256(data).hexdigest()))
+    return out
+
+
+class _Collector:
+    """Sorts member paths into split/class slots and decodes the images in batches.
+
+    Decoding tiny images is dominated by Pillow's Python-level header parsing, which holds the GIL, so big
+    inputs are decoded in worker processes (started at the first full batch); small ones stay in-process.
+    """
+
+    def __init__(self, source: str, resolution: int, bar: tqdm) -> None:
+        self.source = source
+        self.resolution = resolution
+        self.bar = bar
+        self.pool: ProcessPoolExecutor | None = None
+        self.prefixes: set[str] = set()
+        self.classes: dict[str, set[str]] = {s: set() for s in SPLITS}
+        self.pending: list[tuple[str, bytes | str]] = []
+        self.slots: list[tuple[str, str, str]] = []  # (split, class, path inside the class folder)
+        self.results: list[Future | list] = []
+        self.skipped = 0
+
+    def _locate(self, rel: str) -> tuple[str, list[str]] | None:
+        """(split, parts below the split) for a path under train/ or test/, else None."""
+        parts = rel.split("/")
+        if any(_hidden(p) for p in parts):
+            return None
+        for depth in (0, 1):
+            if len(parts) > depth and parts[depth] in SPLITS:
+                self.prefixes.add("/".join(parts[:depth]))
+                return parts[depth], parts[depth + 1 :]
+        return None
+
+    def add_dir(self, rel: str) -> None:
+        located = self._locate(rel)
+        if located and len(located[1]) == 1:
+            self.classes[located[0]].add(located[1][0])
+
+    def add_file(self, rel: str, payload: bytes | Path) -> None:
+        located = self._locate(rel)
+        if located is None or len(located[1]) < 2:  # hidden, outside the splits, or not inside a class folder
+            self.skipped += 1
+            return
+        split, below = located
+        inner = "/".join(below[1:])
+        self.classes[split].add(below[0])
+        self.slots.append((split, below[0], inner))
+        if isinstance(payload, Path):
+            self.pending.append((str(payload), str(payload)))
+        else:
+            self.pending.append((f"{self.source}:{split}/{below[0]}/{inner}", payload))
+        if len(self.pending) >= _BATCH:
+            self.flush(final=False)
+
+    def flush(self, final: bool) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        if final and self.pool is None:  # small input: decoding here beats starting processes
+            self.results.append(_decode_batch(batch, self.resolution))
+            self.bar.update(len(batch))
+            return
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(_DECODE_WORKERS, mp_context=_FORK)
+        future = self.pool.submit(_decode_batch, batch, self.resolution)
+        size = len(batch)
+        future.add_done_callback(lambda _: self.bar.update(size))
+        self.results.append(future)
+
+    def collect(self) -> list[tuple[np.ndarray | None, str]]:
+        """All decoded results, in slot order (raises the first decoding error)."""
+        self.flush(final=True)
+        return [r for part in self.results for r in (part.result() if isinstance(part, Future) else part)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def load_folder_path(path: Path, resolution: int, progress: bool = True) -> SourceData:
+    """Read the tree or archive at ``path`` into train/test ImageSets at ``resolution`` x ``resolution``."""
+    if not path.exists():
+        raise HydraMixError(f"dataset path {path} does not exist")
+    is_dir = path.is_dir()
+    with tqdm(desc=f"decoding {path.name}", unit="img", disable=not progress) as bar:
+        collector = _Collector(str(path), resolution, bar)
+        try:
+            if is_dir:
+                for rel, member_is_dir, file in _iter_tree(path):
+                    collector.add_dir(rel) if member_is_dir else collector.add_file(rel, file)
+            else:
+                for member in iter_tar(path):
+                    if member.is_dir:
+                        collector.add_dir(member.name)
+                    elif member.data is not None:
+                        collector.add_file(member.name, member.data)
+                    else:  # a link: no content of its own
+                        collector.skipped += 1
+            results = collector.collect()
+        finally:
+            collector.close()
+    if len(collector.prefixes) > 1:
+        raise HydraMixError(
+            f"{path}: train/ and test/ found under several roots ({', '.join(sorted(collector.prefixes))})"
+        )
+    class_names = _check_classes(path, collector.classes)
+    label_of = {name: i for i, name in enumerate(class_names)}
+
+    splits: dict[str, list[tuple[int, str, np.ndarray]]] = {s: [] for s in SPLITS}
+    skipped = collector.skipped
+    for (split, cls, inner), (image, _) in zip(collector.slots, results, strict=True):
+        if image is None:
+            skipped += 1
+        else:
+            splits[split].append((label_of[cls], inner, image))
+    sets = {}
+    for split, rows in splits.items():
+        rows.sort(key=lambda r: (r[0], r[1]))
+        labels = np.array([r[0] for r in rows], dtype=np.int64)
+        empty = [class_names[c] for c in range(len(class_names)) if not np.any(labels == c)]
+        if empty:
+            raise HydraMixError(f"{path}: class '{empty[0]}' in {split}/ has no images")
+        images = np.stack([r[2] for r in rows])
+        sets[split] = ImageSet(images, labels, np.arange(len(rows), dtype=np.int64), class_names)
+
+    if is_dir:  # a digest of the whole tree: every used file's path and content
+        tree = hashlib.sha256()
+        for (split, cls, inner), (_, digest) in sorted(zip(collector.slots, results, strict=True)):
+            tree.update(f"{split}/{cls}/{inner}\0{digest}\n".encode())
+        sha256 = tree.hexdigest()
+    else:
+        sha256 = file_digest(path, "sha256")
+    files = (SourceFile(str(path), sha256),)
+    return SourceData("folder", sets["train"], sets["test"], files, skipped=skipped)
+
+
+def _check_classes(path: Path, classes: dict[str, set[str]]) -> tuple[str, ...]:
+    """Sorted class names, after checking both splits exist with the same non-empty class list."""
+    for split in SPLITS:
+        if not classes[split]:
+            raise HydraMixError(
+                f"{path}: no classes in {split}/ (expected {split}/<class>/<image>, in the top folder or one "
+                "level below)"
+            )
+    if classes["train"] != classes["test"]:
+        only_train = sorted(classes["train"] - classes["test"])
+        only_test = sorted(classes["test"] - classes["train"])
+        raise HydraMixError(
+            f"{path}: train/ and test/ have different classes (only in train: {only_train or 'none'}; "
+            f"only in test: {only_test or 'none'})"
+        )
+    return tuple(sorted(classes["train"]))
+
+
+def load_folder(options: SourceOptions) -> SourceData:
+    """The ``folder`` source: ``options.folder_path`` at ``options.resolution``."""
+    if options.folder_path is None:
+        raise HydraMixError("dataset 'folder' needs a path (prepare.folder_path in params.yaml or --path)")
+    return load_folder_path(Path(options.folder_path), options.resolution, options.progress)

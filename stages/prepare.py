@@ -1,0 +1,62 @@
+"""``hydramix prepare``: acquire a dataset (download + verify, or read a folder or archive) once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.config import replace
+from pipeline.errors import HydraMixError
+from pipeline.prepare import PrepareConfig, prepare
+from stages.app import ParamsOption, load_section, stage
+
+
+@stage(
+    "prepare",
+    help="Download/verify an official dataset (cifair10, cifair100, stl10) or read a folder/archive "
+    "(folder) and write it as train/test Parquet + manifest.json.",
+)
+def prepare_command(
+    out: Annotated[Path, typer.Option("--out", help="Prepared dataset directory to write.")] = Path(
+        "data/raw/prepared"
+    ),
+    download_dir: Annotated[
+        Path,
+        typer.Option(
+            "--download-dir",
+            help="Where official archives are downloaded to (or placed by hand when offline).",
+        ),
+    ] = Path("data/raw/downloads"),
+    params: ParamsOption = Path("params.yaml"),
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="cifair10, cifair100, stl10 or folder (overrides prepare.dataset)."),
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            "--path",
+            help="For dataset folder: an ImageFolder tree or .tar/.tar.gz with train/<class>/* and "
+            "test/<class>/* (overrides prepare.folder_path).",
+        ),
+    ] = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(help="For dataset folder: output side length in px (overrides prepare.resolution)."),
+    ] = None,
+) -> None:
+    """Write OUT/train.parquet, OUT/test.parquet and OUT/manifest.json."""
+    config = load_section(params, "prepare", PrepareConfig)
+    try:
+        config = replace(config, dataset=dataset, folder_path=path, resolution=resolution)
+    except ValueError as exc:  # the config's own range checks, for values given as flags
+        raise HydraMixError(str(exc)) from None
+    manifest = prepare(config, download_dir, out)
+    counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
+    typer.echo(
+        f"prepared {manifest['dataset']}: {counts['train']} train + {counts['test']} test images, "
+        f"{len(manifest['class_names'])} classes, {manifest['resolution']} px, "
+        f"{manifest['skipped_files']} non-image file(s) skipped -> {out}"
+    )

@@ -1,0 +1,45 @@
+"""``hydramix subset``: draw k train images per class (seeded, nested across k) + the full test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.config import replace
+from pipeline.errors import HydraMixError
+from pipeline.prepare import SubsetConfig, make_subset
+from stages.app import ParamsOption, load_section, stage
+
+
+@stage(
+    "subset",
+    help="Draw k train images per class with a seed (nested: k=5 lies inside k=10) from a prepared "
+    "dataset and write them with the full test split.",
+)
+def subset_command(
+    prepared: Annotated[
+        Path, typer.Option("--prepared", help="Prepared dataset directory from `hydramix prepare`.")
+    ] = Path("data/raw/prepared"),
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Subset directory to write (train.parquet, test.parquet, manifest.json)."),
+    ] = Path("data/subset"),
+    params: ParamsOption = Path("params.yaml"),
+    k: Annotated[int | None, typer.Option("--k", help="Train images per class (overrides subset.k).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Subset seed (overrides subset.seed).")] = None,
+) -> None:
+    """Write OUT/train.parquet (k per class), OUT/test.parquet and OUT/manifest.json."""
+    config = load_section(params, "subset", SubsetConfig)
+    try:
+        config = replace(config, k=k, seed=seed)
+    except ValueError as exc:
+        raise HydraMixError(str(exc)) from None
+    manifest = make_subset(prepared, out, config)
+    n_train = sum(manifest["counts"]["train"].values())
+    n_test = sum(manifest["counts"]["test"].values())
+    typer.echo(
+        f"subset {manifest['dataset']} k={config.k} seed={config.seed}: {n_train} train + {n_test} test "
+        f"images -> {out}"
+    )
