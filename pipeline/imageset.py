@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,14 @@ from PIL import Image
 from pipeline.errors import HydraMixError
 
 _SCHEMA_KEY = b"hydramix.class_names"
-# Pillow releases the GIL in its codecs, so threads give a real speed-up without pickling images.
-_CODEC_THREADS = max(1, min(4, os.cpu_count() or 1))
+# fork: workers start instantly and inherit the loaded modules (spawn would re-import the whole CLI, torch
+# included, in every worker); they only run Pillow/numpy code, as PyTorch's DataLoader workers do.
+_FORK = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+_CODEC_WORKERS = max(1, min(4, os.cpu_count() or 1))
+# For small (e.g. 32x32) images Pillow's Python-level overhead, which holds the GIL, dominates the codec time,
+# so large tables are coded in worker processes; below this many images starting processes costs more.
+_PROCESS_MIN_IMAGES = 4096
+_PROCESS_CHUNK = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +51,9 @@ class ImageSet:
     def __post_init__(self) -> None:
         n = len(self.images)
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}")
+            raise ValueError(
+                f"images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}"
+            )
         if self.labels.shape != (n,) or self.indices.shape != (n,):
             raise ValueError("labels and indices must be 1-D with one entry per image")
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
@@ -82,11 +91,29 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def _encode_many(images: np.ndarray) -> list[bytes]:
+    return [encode_png(image) for image in images]
+
+
+def _decode_many(pngs: list[bytes]) -> list[np.ndarray]:
+    return [decode_png(data) for data in pngs]
+
+
+def _map_chunks(fn: Callable[[Sequence], list], items: Sequence) -> list:
+    """``fn`` over chunks of ``items``, results in order: processes for large inputs, threads otherwise."""
+    if len(items) < _PROCESS_MIN_IMAGES or _CODEC_WORKERS == 1:
+        with ThreadPoolExecutor(_CODEC_WORKERS) as pool:
+            chunks = [items[i : i + 256] for i in range(0, len(items), 256)]
+            return [out for part in pool.map(fn, chunks) for out in part]
+    chunks = [items[i : i + _PROCESS_CHUNK] for i in range(0, len(items), _PROCESS_CHUNK)]
+    with ProcessPoolExecutor(_CODEC_WORKERS, mp_context=_FORK) as pool:
+        return [out for part in pool.map(fn, chunks) for out in part]
+
+
 def write_parquet(images: ImageSet, path: str | Path) -> None:
     """Write ``images`` to ``path`` atomically (a ``.tmp`` sibling renamed on success)."""
     path = Path(path)
-    with ThreadPoolExecutor(_CODEC_THREADS) as pool:
-        pngs = list(pool.map(encode_png, images.images, chunksize=256))
+    pngs = _map_chunks(_encode_many, images.images)
     table = pa.table(
         {
             "png": pa.array(pngs, type=pa.binary()),
@@ -105,8 +132,11 @@ def write_parquet(images: ImageSet, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_parquet(path: str | Path) -> ImageSet:
-    """Read a file written by ``write_parquet``; raise HydraMixError if it is missing or not ours."""
+def read_parquet(path: str | Path, rows: Sequence[int] | np.ndarray | None = None) -> ImageSet:
+    """Read a file written by ``write_parquet``; raise HydraMixError if it is missing or not ours.
+
+    ``rows`` (optional): only these row positions, in this order, are decoded and returned.
+    """
     path = Path(path)
     if not path.is_file():
         raise HydraMixError(f"{path}: no such file")
@@ -118,9 +148,10 @@ def read_parquet(path: str | Path) -> ImageSet:
     if _SCHEMA_KEY not in meta or set(table.column_names) < {"png", "label", "index"}:
         raise HydraMixError(f"{path}: not a hydramix image table (missing class names or columns)")
     class_names = tuple(json.loads(meta[_SCHEMA_KEY]))
+    if rows is not None:
+        table = table.take(pa.array(np.asarray(rows, dtype=np.int64)))
     pngs = table.column("png").to_pylist()
-    with ThreadPoolExecutor(_CODEC_THREADS) as pool:
-        decoded = list(pool.map(decode_png, pngs, chunksize=256))
+    decoded = _map_chunks(_decode_many, pngs)
     if decoded:
         images = np.stack(decoded)
     else:
