@@ -1,0 +1,72 @@
+"""``hydramix evaluate``: a trained classifier's accuracy on the subset's full test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from pipeline.atomic import write_json
+from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.errors import HydraMixError
+from pipeline.evaluate import accuracy_metrics, plot_confusion, predict
+from pipeline.subsets import read_subset
+from pipeline.train_classifier import check_compatible, load_checkpoint
+from stages.app import stage
+
+
+@stage(
+    "evaluate",
+    help="Measure a classifier checkpoint on its subset's full test split: top-1, macro-average and "
+    "per-class accuracy (metrics JSON) and a confusion-matrix PNG.",
+)
+def evaluate_command(
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="Checkpoint from `hydramix train-classifier`.")
+    ],
+    subset: Annotated[
+        Path, typer.Option("--subset", help="The subset directory the checkpoint was trained on.")
+    ],
+    out_metrics: Annotated[Path, typer.Option("--out-metrics", help="Metrics JSON to write.")],
+    out_plot: Annotated[Path, typer.Option("--out-plot", help="Confusion-matrix PNG to write.")],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 500,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 where supported), fp32, bf16, fp16 (CUDA).")
+    ] = "auto",
+) -> None:
+    """Evaluate the last-iterate model (no test-time augmentation) and write metrics + plot."""
+    model, meta = load_checkpoint(checkpoint)
+    data = read_subset(subset)
+    check_compatible(meta, data.train, str(subset))
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise HydraMixError(f"unknown precision '{precision}'; valid: auto, fp32, bf16, fp16")
+    target = resolve_device(device)
+    model = model.to(target, memory_format=torch.channels_last)
+    dtype = resolve_dtype(target, precision)
+    predictions = predict(model, data.test, meta["mean"], meta["std"], batch_size, dtype)
+    metrics = accuracy_metrics(data.test.labels, predictions, data.test.class_names)
+    metrics.update(
+        method=meta["method"],
+        arch=meta["arch"]["name"],
+        dataset=meta.get("dataset"),
+        k=meta.get("k"),
+        subset_seed=meta.get("subset_seed"),
+        seed=meta["seed"],
+        iterations=meta["step"],
+        synthetic_share=meta["config"]["synthetic_share"] if meta.get("synthetic") else 0.0,
+        checkpoint=str(checkpoint),
+    )
+    title = (
+        f"{meta['method']} {meta['arch']['name']} {meta.get('dataset')} k={meta.get('k')} seed={meta['seed']}"
+    )
+    plot_confusion(
+        metrics["confusion"], data.test.class_names, out_plot, f"{title}: top-1 {100 * metrics['top1']:.1f}%"
+    )
+    write_json(out_metrics, metrics)
+    typer.echo(
+        f"{title}: top-1 {100 * metrics['top1']:.2f}%, macro {100 * metrics['macro_accuracy']:.2f}% "
+        f"on {metrics['n_test']} test images; wrote {out_metrics}"
+    )

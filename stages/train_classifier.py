@@ -1,0 +1,107 @@
+"""``hydramix train-classifier``: train a classifier from scratch with one augmentation method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.atomic import write_json
+from pipeline.augment import METHODS, SYNTHETIC_METHODS, check_method
+from pipeline.classifiers import ARCHITECTURES
+from pipeline.config import replace
+from pipeline.errors import HydraMixError
+from pipeline.subsets import read_subset
+from pipeline.train_classifier import ClassifierConfig, save_checkpoint, train_classifier
+from stages.app import ParamsOption, load_section, stage
+
+
+@stage(
+    "train-classifier",
+    help="Train a classifier from scratch on a real subset with one augmentation method "
+    f"({', '.join(METHODS)}); the synthetic methods ({', '.join(sorted(SYNTHETIC_METHODS))}) also draw "
+    "part of each batch from --synthetic DIR.",
+)
+def train_classifier_command(
+    method: Annotated[str, typer.Option("--method", help=f"Augmentation method: {', '.join(METHODS)}.")],
+    subset: Annotated[Path, typer.Option("--subset", help="Subset directory written by `hydramix subset`.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.pt).")],
+    synthetic: Annotated[
+        Path | None,
+        typer.Option(
+            "--synthetic", help="Synthetic dataset directory (shards); required by the synthetic methods."
+        ),
+    ] = None,
+    out_metrics: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-metrics", help="Optional JSON with training statistics (time, img/s, val top-1)."
+        ),
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    iterations: Annotated[int | None, typer.Option(help="Override classifier.iterations.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override classifier.seed.")] = None,
+    arch: Annotated[
+        str | None, typer.Option(help=f"Override classifier.arch: {', '.join(ARCHITECTURES)}.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Override classifier.device: auto, cpu, cuda[:N].")
+    ] = None,
+    synthetic_share: Annotated[
+        float | None, typer.Option(help="Override classifier.synthetic_share.")
+    ] = None,
+) -> None:
+    """Load the subset (and synthetic set), train, write the checkpoint (and training statistics)."""
+    check_method(method)
+    if arch is not None and arch not in ARCHITECTURES:
+        raise HydraMixError(f"unknown architecture '{arch}'; valid: {', '.join(ARCHITECTURES)}")
+    if method in SYNTHETIC_METHODS and synthetic is None:
+        raise HydraMixError(
+            f"method '{method}' needs --synthetic DIR (a dataset written by `hydramix synthesize`)"
+        )
+    if method not in SYNTHETIC_METHODS and synthetic is not None:
+        raise HydraMixError(
+            f"method '{method}' uses no synthetic data; drop --synthetic or use one of "
+            f"{', '.join(sorted(SYNTHETIC_METHODS))}"
+        )
+    config = load_section(params, "classifier", ClassifierConfig)
+    try:
+        config = replace(
+            config,
+            iterations=iterations,
+            seed=seed,
+            arch=arch,
+            device=device,
+            synthetic_share=synthetic_share,
+        )
+    except ValueError as exc:
+        raise HydraMixError(f"bad flag value: {exc}") from None
+    data = read_subset(subset)
+    synthetic_set, synthetic_manifest = None, None
+    if synthetic is not None:
+        from pipeline.shards import load_images, read_manifest
+        from pipeline.train_classifier import check_synthetic
+
+        synthetic_manifest = read_manifest(synthetic)
+        if list(synthetic_manifest.get("class_names", [])) != list(data.train.class_names):
+            raise HydraMixError(
+                f"{synthetic}: synthetic classes {synthetic_manifest.get('class_names')} do not match "
+                f"{subset}'s {list(data.train.class_names)}"
+            )
+        synthetic_set = load_images(synthetic)
+        check_synthetic(data.train, synthetic_set, str(synthetic))
+    result = train_classifier(method, data.train, config, synthetic=synthetic_set)
+    summary = None
+    if synthetic_manifest is not None:
+        summary = {"dir": str(synthetic), "total": synthetic_manifest.get("total")}
+    save_checkpoint(out, result, config, data.train, method, data.manifest, summary)
+    if out_metrics is not None:
+        write_json(out_metrics, result.stats)
+    stats = result.stats
+    line = (
+        f"{method}: {config.iterations} steps in {stats['seconds']} s ({stats['train_images_per_s']} img/s)"
+    )
+    if "val_top1" in stats:
+        line += f", val top-1 {100 * stats['val_top1']:.2f}%"
+    typer.echo(f"{line}; wrote {out}")

@@ -1,0 +1,152 @@
+"""Training loop: every method trains on tiny data, determinism, the synthetic-set rules, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_imageset
+
+from pipeline.augment import METHODS, SYNTHETIC_METHODS
+from pipeline.errors import HydraMixError
+from pipeline.imageset import ImageSet
+from pipeline.train_classifier import (
+    BatchSource,
+    ClassifierConfig,
+    check_compatible,
+    imageset_sha256,
+    index_batches,
+    load_checkpoint,
+    lr_at,
+    save_checkpoint,
+    split_validation,
+    train_classifier,
+)
+
+TINY = ClassifierConfig(arch="wrn-10-1", iterations=3, batch_size=8, warmup_iterations=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def real():
+    return make_imageset(6, resolution=16, n_classes=3)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_imageset(10, resolution=16, n_classes=3, seed=7)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_trains_a_few_steps(method, real, synthetic):
+    result = train_classifier(
+        method, real, TINY, synthetic if method in SYNTHETIC_METHODS else None, progress=False
+    )
+    assert np.isfinite(result.stats["final_loss"])
+    assert not result.model.training
+    assert result.stats["n_synthetic"] == (len(synthetic) if method in SYNTHETIC_METHODS else 0)
+
+
+def test_same_seed_same_model_other_seed_other_model(real):
+    def weights(seed):
+        model = train_classifier(
+            "trivialaugment", real, dataclasses.replace(TINY, seed=seed), progress=False
+        ).model
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    first = weights(0)
+    assert torch.equal(first, weights(0))
+    assert not torch.equal(first, weights(1))
+
+
+def test_synthetic_methods_need_a_synthetic_set_and_others_refuse_one(real, synthetic):
+    with pytest.raises(HydraMixError, match="pass a synthetic dataset"):
+        train_classifier("hydramix", real, TINY, None, progress=False)
+    with pytest.raises(HydraMixError, match="uses no synthetic dataset"):
+        train_classifier("baseline", real, TINY, synthetic, progress=False)
+
+
+def test_synthetic_classes_must_match(real):
+    other = make_imageset(4, resolution=16, n_classes=4)
+    with pytest.raises(HydraMixError, match="do not match the subset's"):
+        train_classifier("chimeramix", real, TINY, other, progress=False)
+    small = make_imageset(4, resolution=8, n_classes=3)
+    with pytest.raises(HydraMixError, match="8x8 px"):
+        train_classifier("chimeramix", real, TINY, small, progress=False)
+
+
+def test_batch_source_mixes_the_synthetic_share(real, synthetic):
+    source = BatchSource(
+        real, synthetic, batch_size=8, synthetic_share=0.25, device=torch.device("cpu"), seed=0
+    )
+    assert (source.n_real, source.n_synthetic) == (6, 2)
+    images, labels = source.next_batch()
+    assert images.shape == (8, 16, 16, 3) and labels.shape == (8,)
+    real_rows = {bytes(r) for r in real.images.reshape(len(real), -1)}
+    from_real = [bytes(i) in real_rows for i in images.reshape(8, -1).numpy()]
+    assert from_real == [True] * 6 + [False] * 2
+
+
+def test_index_batches_visit_every_image_each_epoch():
+    stream = index_batches(10, 4, np.random.default_rng(0))
+    drawn = np.concatenate([next(stream) for _ in range(5)])  # 20 = two epochs
+    assert sorted(drawn[:10]) == list(range(10)) and sorted(drawn[10:]) == list(range(10))
+
+
+def test_lr_schedule_warmup_then_cosine_to_zero():
+    config = dataclasses.replace(TINY, iterations=100, warmup_iterations=10, lr=0.1)
+    assert lr_at(0, config) == pytest.approx(0.01 * 0.5 * (1 + np.cos(0)))
+    assert lr_at(9, config) == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 9 / 100)))
+    assert lr_at(99, config) < 1e-3
+    assert all(lr_at(s, config) >= lr_at(s + 1, config) for s in range(10, 99))
+
+
+def test_validation_holdout_is_per_class_and_disjoint(real):
+    fit, val = split_validation(real, 2, seed=0)
+    assert val.counts() == {name: 2 for name in real.class_names}
+    assert len(fit) + len(val) == len(real)
+    assert not set(fit.indices) & set(val.indices)
+    with pytest.raises(HydraMixError, match="leaves no training image"):
+        split_validation(real, 6, seed=0)
+    result = train_classifier("baseline", real, dataclasses.replace(TINY, val_per_class=1), progress=False)
+    assert 0.0 <= result.stats["val_top1"] <= 1.0 and result.stats["n_val"] == 3
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="arch"):
+        ClassifierConfig(arch="vgg")
+    with pytest.raises(ValueError, match="synthetic_share"):
+        ClassifierConfig(synthetic_share=1.0)
+
+
+def test_checkpoint_round_trip_and_compatibility(tmp_path, real):
+    result = train_classifier("baseline", real, TINY, progress=False)
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, result, TINY, real, "baseline", {"dataset": "tiny", "k": 6, "seed": 0})
+    model, meta = load_checkpoint(path)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), result.model.cpu()(x))
+    assert meta["class_names"] == list(real.class_names) and meta["resolution"] == 16
+    assert meta["method"] == "baseline" and meta["k"] == 6 and meta["subset_sha256"] == imageset_sha256(real)
+    check_compatible(meta, real, "subset")  # no error
+    shuffled = ImageSet(real.images[::-1].copy(), real.labels[::-1].copy(), real.indices, real.class_names)
+    with pytest.raises(HydraMixError, match="another subset"):
+        check_compatible(meta, shuffled, "subset")
+    with pytest.raises(HydraMixError, match="another dataset"):
+        check_compatible(meta, make_imageset(2, 16, n_classes=4), "subset")
+    with pytest.raises(HydraMixError, match="resolution 16 px"):
+        check_compatible(meta, make_imageset(2, 8, n_classes=3), "subset")
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(HydraMixError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(HydraMixError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(HydraMixError, match="not a hydramix classifier checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
