@@ -19,7 +19,7 @@ first id, and callers always render a shard from its first sample id (see ``docs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -92,20 +92,6 @@ class Rendered:
     image: np.ndarray
     label: int
     meta: dict[str, Any]
-
-
-class MixingGenerator(Protocol):
-    """What synthesis needs from ``pipeline.networks.HydraMixGenerator``."""
-
-    downsampling: int
-
-    def encode(self, x: Tensor) -> Tensor: ...  # (B, 3, H, W) in [-1, 1] -> (B, C, H/4, W/4)
-
-    def mix(
-        self, feats: Tensor, masks: Tensor
-    ) -> Tensor: ...  # (B, N, C, h, w), (B, N, h, w) -> (B, C, h, w)
-
-    def decode(self, f: Tensor) -> Tensor: ...  # (B, C, h, w) -> (B, 3, H, W) in [-1, 1]
 
 
 class Synthesizer:
