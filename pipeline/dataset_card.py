@@ -89,7 +89,7 @@ def render_card(manifest: dict[str, Any]) -> str:
 
 ## How it was made
 
-Each image is {made_by}. Sources come from the labelled subset `{subset.get("dataset", "?")}` \
+Each image was made by {made_by}. Sources come from the labelled subset `{subset.get("dataset", "?")}` \
 (k = {subset.get("k", "?")} per class, subset seed {subset.get("seed", "?")}, subset manifest sha256 \
 `{subset.get("manifest_sha256", "?")}`). Sample `s` has class `s % {len(manifest["class_names"])}` and is \
 determined by the seed and `s` alone, so the same generator, subset, params and seed reproduce every \

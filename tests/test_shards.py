@@ -294,3 +294,12 @@ def test_write_dataset_split_writes_the_manifest_when_the_last_share_is_done(tmp
     renderer = StandInRenderer(5)
     again, written = shards.write_dataset(tmp_path / "ds", renderer, cfg, 4, progress=False, **kwargs)
     assert again == manifest and renderer.calls == [] and not any(e["rendered"] for e in written.values())
+
+
+def test_licence_caveat_follows_the_source_dataset():
+    from pipeline.dataset_card import licence_caveat
+
+    assert "ciFAIR" in licence_caveat({"dataset": "cifair100"})
+    assert "Krizhevsky" in licence_caveat({"dataset": "folder", "source": "/data/cifar10-jpeg.tar.gz"})
+    assert "ImageNet" in licence_caveat({"dataset": "stl10"})
+    assert "not recorded" in licence_caveat({"dataset": "folder", "source": "/my/photos"})

@@ -253,6 +253,7 @@ def test_pixel_mode_needs_no_generator(setup):
     assert result.exit_code == 0, result.output
     manifest = shards.read_manifest(out)
     assert manifest["generator"] is None and manifest["total"] == 12
+    assert "pixel-space composition" in (out / "README.md").read_text()
     assert all(s.meta["n_sources"] == 2 and s.meta["mode"] == "pixel" for s in shards.iter_samples(out))
 
 
