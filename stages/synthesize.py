@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import resource
 import time
 from pathlib import Path
@@ -19,15 +20,18 @@ from pipeline.config import from_dict, replace, to_dict
 from pipeline.dataset_card import render_card
 from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
+from pipeline.imageset import ImageSet, read_parquet
 from pipeline.masks import MaskConfig
 from pipeline.shards import file_sha256, write_dataset
-from pipeline.subsets import read_subset
 from pipeline.synthesis import SynthConfig, Synthesizer
 from pipeline.train_generator import load_generator
 from stages.app import ParamsOption, load_section, stage
 
 
-@stage("synthesize", help="Write --n-per-class synthetic images per class as reproducible WebDataset shards.")
+@stage(
+    "synthesize",
+    help="Write --n-per-class images per class as reproducible WebDataset shards (re-run to resume).",
+)
 def synthesize(
     subset: Annotated[Path, typer.Option("--subset", help="Subset directory the generator was trained on.")],
     out: Annotated[
@@ -80,15 +84,13 @@ def synthesize(
     except ValueError as exc:  # __post_init__ range checks on the flag values
         raise HydraMixError(f"bad option: {exc}") from None
 
-    data = read_subset(subset)
-    subset_sha256 = file_sha256(Path(subset) / "manifest.json")
+    train, subset_manifest = _read_subset_train(subset)
+    subset_sha256 = file_sha256(subset / "manifest.json")
     g, g_meta, g_sha256 = None, None, None
     if generator is not None:
         g, g_meta = load_generator(generator)
         g_sha256 = file_sha256(generator)
-        check_generator_matches_subset(
-            generator, g_meta, data.train.class_names, data.train.resolution, subset_sha256
-        )
+        check_generator_matches_subset(generator, g_meta, train.class_names, train.resolution, subset_sha256)
     elif cfg.mode == "generator":
         raise HydraMixError("--generator PATH is required in generator mode (or pass --mode pixel)")
     mask_cfg = _mask_config(g_meta, params)
@@ -96,7 +98,7 @@ def synthesize(
     torch_device = resolve_device(cfg.device)
     dtype = resolve_dtype(torch_device, cfg.precision)
     synthesizer = Synthesizer(
-        data.train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype
+        train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype
     )
     identity = {
         "name": cfg.shards.name,
@@ -106,7 +108,7 @@ def synthesize(
         else {"sha256": g_sha256, "step": g_meta.get("step"), "model": g_meta.get("model")},
         "subset": {
             "manifest_sha256": subset_sha256,
-            **{k: data.manifest.get(k) for k in ("dataset", "source", "checksum", "k", "seed")},
+            **{k: subset_manifest.get(k) for k in ("dataset", "source", "checksum", "k", "seed")},
         },
         # device and precision are recorded as resolved (they can change the decoded bytes), not as asked.
         "synthesis": {k: v for k, v in to_dict(cfg).items() if k not in ("device", "precision", "shards")},
@@ -121,7 +123,7 @@ def synthesize(
         cfg.shards,
         cfg.batch_size,
         identity=identity,
-        class_names=data.train.class_names,
+        class_names=train.class_names,
         resolution=synthesizer.resolution,
         card=render_card,
         force=force,
@@ -166,6 +168,18 @@ def check_generator_matches_subset(
             f"{path} was trained on another subset (subset manifest sha256 {meta.get('subset_sha256')}, "
             f"this subset's is {subset_sha256}); pass the --subset it was trained on"
         )
+
+
+def _read_subset_train(directory: Path) -> tuple[ImageSet, dict[str, Any]]:
+    """The subset's train split and manifest (not its test split: synthesis never needs it)."""
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise HydraMixError(f"{directory}: not a subset directory (no manifest.json); run `hydramix subset`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as exc:
+        raise HydraMixError(f"{manifest_path}: not valid JSON ({exc})") from None
+    return read_parquet(directory / "train.parquet"), manifest
 
 
 def _parse_n_sources(text: str | None) -> tuple[int, int] | None:

@@ -323,3 +323,12 @@ def test_split_across_processes_is_byte_identical(setup, mode):
         indices = shards.shards_for_rank(count, rank, 2)
         shards.write_dataset_shards(split, synthesizer(), cfg.shards, cfg.batch_size, indices, progress=False)
     assert digests(one) == digests(split) and len(digests(one)) == 7
+
+
+def test_missing_subset_and_missing_params_section(setup):
+    setup["subset"] = setup["tmp"] / "nope"
+    result = synth(setup, setup["tmp"] / "ds")
+    assert result.exit_code == 1 and "not a subset directory" in result.stderr
+    setup["params"].write_text(yaml.safe_dump({"generator": {"masks": MASKS}}))
+    result = synth(setup, setup["tmp"] / "ds")
+    assert result.exit_code == 1 and "has no 'synthesize' section" in result.stderr
