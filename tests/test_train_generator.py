@@ -1,0 +1,256 @@
+"""Generator training: determinism, resume == uninterrupted, bad input, files, and the train-generator
+stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import pipeline.train_generator as tg
+from pipeline.config import from_dict, to_dict
+from pipeline.errors import ConfigError, HydraMixError
+from pipeline.masks import MaskConfig
+from pipeline.train_generator import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    ModelConfig,
+    load_generator,
+    save_generator,
+    train_generator,
+)
+from stages.cli import app
+from tests.conftest import make_imageset
+
+
+def tiny_config(**changes) -> GeneratorConfig:
+    cfg = GeneratorConfig(
+        resolution=16,
+        resize_subset=False,
+        iterations=4,
+        batch_size=2,
+        lr=1e-3,
+        lr_discriminator=2e-4,
+        lr_milestones=(0.5,),
+        lr_gamma=0.5,
+        flip=True,
+        cap_sources_to_class_size=False,
+        checkpoint_every=2,
+        log_every=1,
+        eval_mixes=4,
+        grid_mixes=2,
+        seed=3,
+        device="cpu",
+        precision="fp32",
+        model=ModelConfig(width=8, encoder_blocks=1, decoder_blocks=1),
+        discriminator=DiscriminatorConfig(width=8, n_layers=2),
+        masks=MaskConfig(kind="segmentation", n_sources=(2, 3), scale=20.0, min_size=5),
+    )
+    return dataclasses.replace(cfg, **changes)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_imageset(5, resolution=16, n_classes=3)
+
+
+def _weights(g: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in g.state_dict().items()}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_determinism_and_outputs(images) -> None:
+    a = train_generator(images, tiny_config(), subset_sha256="s", progress=False)
+    b = train_generator(images, tiny_config(), subset_sha256="s", progress=False)
+    _assert_same(_weights(a.generator), _weights(b.generator))
+    assert [r["step"] for r in a.history] == [1, 2, 3, 4]
+    assert a.history == b.history
+    m = a.metrics
+    assert m["step"] == 4 and np.isfinite(m["reconstruction_psnr_db"])
+    assert set(m["mask_fidelity"]) == {"generator", "pixel_composite", "plain_mean"}
+    assert (
+        m["mask_fidelity"]["pixel_composite"]["gap_db"] > 10
+    )  # hard masks: the composite follows them exactly
+    assert m["throughput"]["source_images_per_s"] > 0
+    assert a.grid.dtype == np.uint8 and a.grid.shape[2] == 3
+    c = train_generator(images, tiny_config(seed=4), subset_sha256="s", progress=False)
+    assert not torch.equal(
+        c.generator.state_dict()["decoder.layers.0.body.1.weight"],
+        a.generator.state_dict()["decoder.layers.0.body.1.weight"],
+    )
+
+
+def test_resume_equals_uninterrupted(images, tmp_path: Path, monkeypatch) -> None:
+    cfg = tiny_config(iterations=5, masks=MaskConfig(kind="grid", n_sources=(2, 3)))
+    full = train_generator(images, cfg, subset_sha256="s", progress=False)
+
+    ckpt = tmp_path / "state.pt"
+    real_step, calls = tg.train_step, {"n": 0}
+
+    def killed_at_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # dies after the step-2 and step... checkpoint (every 2 steps) has been written
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(tg, "train_step", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(images, cfg, subset_sha256="s", checkpoint_path=ckpt, progress=False)
+    monkeypatch.setattr(tg, "train_step", real_step)
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
+
+    resumed = train_generator(images, cfg, subset_sha256="s", checkpoint_path=ckpt, progress=False)
+    _assert_same(_weights(full.generator), _weights(resumed.generator))
+    assert resumed.history == full.history
+
+    with pytest.raises(HydraMixError, match="different config or subset"):
+        train_generator(images, cfg, subset_sha256="other", checkpoint_path=ckpt, progress=False)
+
+
+def test_corrupt_checkpoint_is_an_error_and_left_alone(images, tmp_path: Path) -> None:
+    ckpt = tmp_path / "state.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(HydraMixError, match="unreadable"):
+        train_generator(images, tiny_config(), subset_sha256="s", checkpoint_path=ckpt, progress=False)
+    assert ckpt.read_bytes() == b"not a checkpoint"
+
+
+def test_small_class_error_and_cap(images) -> None:
+    small = images.take(np.r_[0:5, 5:10, 10:12])  # class 'stripes' keeps 2 images
+    cfg = tiny_config(iterations=1, masks=MaskConfig(kind="grid", n_sources=(3, 3)))
+    with pytest.raises(HydraMixError, match="class 'stripes' has 2 train image"):
+        train_generator(small, cfg, subset_sha256="s", progress=False)
+    capped = train_generator(
+        small, dataclasses.replace(cfg, cap_sources_to_class_size=True), subset_sha256="s", progress=False
+    )
+    assert capped.metrics["step"] == 1
+    rng = np.random.default_rng(0)
+    rows, flips = tg.draw_mixes(
+        rng,
+        tg.class_rows(small, dataclasses.replace(cfg, cap_sources_to_class_size=True)),
+        64,
+        dataclasses.replace(cfg, cap_sources_to_class_size=True),
+    )
+    assert (rows[:, :2] >= 0).all() and (rows == -1).any()  # stripes mixes are padded
+    assert not flips[rows < 0].any()
+
+
+def test_resolution_mismatch_and_resize(images) -> None:
+    with pytest.raises(HydraMixError, match="subset is 16 px but generator.resolution is 32"):
+        tg.prepare_images(images, tiny_config(resolution=32))
+    resized = tg.prepare_images(images, tiny_config(resolution=32, resize_subset=True))
+    assert resized.shape == (len(images), 32, 32, 3) and resized.dtype == np.uint8
+
+
+def test_config_validation() -> None:
+    good = to_dict(tiny_config())
+    assert from_dict(GeneratorConfig, good) == tiny_config()
+    for key, value in [("resolution", 18), ("batch_size", 0), ("lr_milestones", [0.9, 0.5])]:
+        with pytest.raises(ConfigError, match=key):
+            from_dict(GeneratorConfig, {**good, key: value})
+    with pytest.raises(ConfigError, match="n_sources"):
+        from_dict(GeneratorConfig, {**good, "masks": {**good["masks"], "n_sources": [1, 3]}})
+
+
+def test_generator_file_round_trip(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    g, _ = tg.build_models(cfg)
+    path = tmp_path / "g.pt"
+    save_generator(path, g, cfg, ("a", "b"), "abc", 7)
+    loaded, meta = load_generator(path)
+    _assert_same(_weights(g), _weights(loaded))
+    assert meta["model"] == to_dict(cfg.model) and meta["masks"] == to_dict(cfg.masks)
+    assert meta["class_names"] == ["a", "b"] and meta["resolution"] == 16
+    assert meta["subset_sha256"] == "abc" and meta["step"] == 7
+    assert not loaded.training
+    torch.save({"format": "other"}, tmp_path / "foreign.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
+    for bad, match in [
+        ("missing.pt", "not found"),
+        ("foreign.pt", "not a hydramix"),
+        ("corrupt.pt", "readable"),
+    ]:
+        with pytest.raises(HydraMixError, match=match):
+            load_generator(tmp_path / bad)
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+def _params(tmp_path: Path, **changes) -> Path:
+    section = to_dict(tiny_config(**changes))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"generator": section}))
+    return path
+
+
+def _stage_args(subset: Path, out: Path, params: Path) -> list[str]:
+    return [
+        "train-generator", "--subset", str(subset), "--params", str(params), "--no-progress",
+        "--generator", str(out / "g.pt"), "--metrics", str(out / "metrics.json"),
+        "--loss-curve", str(out / "loss.csv"), "--grid", str(out / "grid.png"),
+        "--checkpoint", str(out / "state.pt"),
+    ]  # fmt: skip
+
+
+def test_stage_help() -> None:
+    result = CliRunner().invoke(app, ["train-generator", "--help"])
+    assert result.exit_code == 0
+    assert "--subset" in result.output and "--iterations" in result.output and "resumes" in result.output
+
+
+def test_stage_end_to_end(tiny_subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = _stage_args(tiny_subset, out, _params(tmp_path)) + ["--iterations", "2", "--seed", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 2 and "mask_fidelity" in metrics
+    assert (out / "loss.csv").read_text().splitlines()[0].startswith("step,")
+    assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "state.pt").exists()
+    g, meta = load_generator(out / "g.pt")
+    assert meta["step"] == 2 and meta["config"]["seed"] == 1 and len(meta["subset_sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"masks": MaskConfig(n_sources=(2, 9))}, "has 8 train image"),
+        ({"resolution": 32}, "subset is 16 px"),
+    ],
+)
+def test_stage_bad_input(tiny_subset: Path, tmp_path: Path, changes, message) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, _stage_args(tiny_subset, out, _params(tmp_path, **changes)))
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_stage_bad_params_and_corrupt_checkpoint(tiny_subset: Path, tmp_path: Path) -> None:
+    params = _params(tmp_path)
+    data = yaml.safe_load(params.read_text())
+    data["generator"]["masks"]["min_size"] = 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, _stage_args(tiny_subset, out, bad))
+    assert result.exit_code == 1 and "min_size" in result.output
+
+    out.mkdir()
+    (out / "state.pt").write_bytes(b"junk")
+    result = CliRunner().invoke(app, _stage_args(tiny_subset, out, params))
+    assert result.exit_code == 1 and "unreadable" in result.output
+    assert (out / "state.pt").read_bytes() == b"junk" and not (out / "g.pt").exists()
