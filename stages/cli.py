@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stages import prepare, subset, synthesize, verify, score, train_classifier, evaluate, report  # noqa: F401  (registration by import, in pipeline order)
+from stages import prepare, subset, train_generator, synthesize, verify, score, train_classifier, evaluate, report  # noqa: F401  (registration by import, in pipeline order)
 from stages.app import app
 
 
