@@ -51,12 +51,13 @@ def loader_rate(
     )
     for _ in range(3):
         augment(*source.next_batch())
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         x, _ = augment(*source.next_batch())
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * config.batch_size / (time.perf_counter() - start)
+    images = steps * config.batch_size
+    return images / (time.perf_counter() - start), images / (time.process_time() - cpu_start)
 
 
 def main() -> None:
@@ -66,7 +67,10 @@ def main() -> None:
     parser.add_argument("--loader-steps", type=int, default=100)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--synthetic", type=Path, default=None, help="optional shard dir to time loading")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = ClassifierConfig()
     if args.params.is_file():
         config = from_dict(
@@ -90,16 +94,21 @@ def main() -> None:
         print(f"shard load (one-off): {len(loaded)} images in {seconds:.2f} s = {rate:.0f} img/s")
 
     result = train_classifier("hydramix", real, config, synthetic=syn, progress=False)
-    train_rate = result.stats["train_images_per_s"]
-    print(f"training (hydramix, {config.iterations} steps incl. loader): {train_rate:.0f} img/s")
-    for method, use_syn in [
-        ("hydramix", True),
-        ("baseline", False),
-        ("autoaugment", False),
-        ("cutmix", False),
-    ]:
-        rate = loader_rate(method, real, syn if use_syn else None, config, args.loader_steps)
-        print(f"loader {method:>12}: {rate:8.0f} img/s  ratio loader/training = {rate / train_rate:6.1f}x")
+    stats = result.stats
+    train_rate = stats["train_images_per_s"]
+    train_cpu_rate = config.iterations * config.batch_size / stats["cpu_seconds"]
+    print(
+        f"training (hydramix, {config.iterations} steps incl. loader, {stats['precision']}): "
+        f"{train_rate:.0f} img/s wall, {train_cpu_rate:.0f} img per CPU-s"
+    )
+    methods = ["hydramix", "baseline", "autoaugment", "trivialaugment", "random-erasing", "cutmix"]
+    for method in methods:
+        use_syn = method == "hydramix"
+        rate, cpu_rate = loader_rate(method, real, syn if use_syn else None, config, args.loader_steps)
+        print(
+            f"loader {method:>14}: {rate:7.0f} img/s wall ({rate / train_rate:5.1f}x training), "
+            f"{cpu_rate:7.0f} img per CPU-s ({cpu_rate / train_cpu_rate:5.1f}x training)"
+        )
 
 
 if __name__ == "__main__":
