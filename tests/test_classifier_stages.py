@@ -6,10 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import make_imageset
 from typer.testing import CliRunner
 
 from pipeline.shards import Sample, finish_dataset, write_shard
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: a second OpenMP thread only adds spin-waiting on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 runner = CliRunner()
 

@@ -9,6 +9,15 @@ from pipeline.classifiers import ARCHITECTURES, WideResNet, build_classifier
 from pipeline.errors import HydraMixError
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: a second OpenMP thread only adds spin-waiting on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_registry_names():
     assert {"wrn-16-8", "wrn-16-2", "resnet50"} <= set(ARCHITECTURES)
 

@@ -25,6 +25,16 @@ from pipeline.train_classifier import (
     train_classifier,
 )
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: a second OpenMP thread only adds spin-waiting on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 TINY = ClassifierConfig(arch="wrn-10-1", iterations=3, batch_size=8, warmup_iterations=1, device="cpu")
 
 
