@@ -154,7 +154,10 @@ class BatchSource:
         device: torch.device,
         seed: int,
     ) -> None:
-        self.n_synthetic = round(batch_size * synthetic_share) if synthetic is not None else 0
+        # At least one real image per batch, whatever the share rounds to.
+        self.n_synthetic = (
+            min(round(batch_size * synthetic_share), batch_size - 1) if synthetic is not None else 0
+        )
         self.n_real = batch_size - self.n_synthetic
         # The whole dataset lives on the device once; a step only gathers.
         self.real_images = torch.from_numpy(real.images).to(device)
