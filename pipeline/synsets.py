@@ -19,22 +19,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from open_clip.zero_shot_metadata import (
-    IMAGENET_CLASSNAMES,
-    OPENAI_IMAGENET_TEMPLATES,
-    SIMPLE_IMAGENET_TEMPLATES,
-)
-
 from pipeline.errors import HydraMixError
 
 IMAGENET = "imagenet"
 _WNID_RE = re.compile(r"^n\d{8}$")
 # open_clip's templates are lambdas; calling one with this placeholder recovers its format string.
 _SLOT = "{}"
-TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
-    "openai": tuple(t(_SLOT) for t in OPENAI_IMAGENET_TEMPLATES),
-    "simple": tuple(t(_SLOT) for t in SIMPLE_IMAGENET_TEMPLATES),
-}
+TEMPLATE_SET_NAMES = ("openai", "simple")
 
 
 @dataclass(frozen=True)
@@ -61,6 +52,10 @@ class Vocabulary:
 
 def imagenet_vocabulary() -> Vocabulary:
     """The 1,000 ImageNet-1k synsets in canonical class-index order, with open_clip's zero-shot names."""
+    # Imported here, not at module level: open_clip pulls in torchvision and timm (seconds), and every
+    # `hydramix` command imports this module.
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
     try:
         from timm.data import ImageNetInfo  # shipped with open_clip_torch's timm dependency
 
@@ -116,9 +111,12 @@ def load_vocabulary(spec: str) -> Vocabulary:
 
 def templates(name: str) -> tuple[str, ...]:
     """The prompt templates of set ``name`` as strings with one ``{}`` where the concept name goes."""
-    if name not in TEMPLATE_SETS:
-        raise HydraMixError(f"unknown template set '{name}'; choose one of {', '.join(TEMPLATE_SETS)}")
-    return TEMPLATE_SETS[name]
+    if name not in TEMPLATE_SET_NAMES:
+        raise HydraMixError(f"unknown template set '{name}'; choose one of {', '.join(TEMPLATE_SET_NAMES)}")
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    chosen = OPENAI_IMAGENET_TEMPLATES if name == "openai" else SIMPLE_IMAGENET_TEMPLATES
+    return tuple(t(_SLOT) for t in chosen)
 
 
 def prompts(name: str, template_set: tuple[str, ...]) -> list[str]:
