@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from pipeline.atomic import write_json
@@ -72,8 +73,19 @@ def train_generator_command(
         int | None, typer.Option("--seed", help="Training seed (overrides generator.seed).")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU intra-op threads (default: torch's). Use 1 on a busy machine: contended OpenMP threads "
+            "can make CPU training many times slower.",
+        ),
+    ] = None,
 ) -> None:
     """Train, then write GENERATOR, METRICS, LOSS_CURVE and GRID."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     config = load_section(params, "generator", GeneratorConfig)
     if precision is not None and precision not in ("auto", "fp32", "bf16", "fp16"):
         raise HydraMixError(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")

@@ -8,6 +8,15 @@ import torch
 from pipeline.networks import HydraMixGenerator, PatchDiscriminator
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine, contended OpenMP threads make tiny convs far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _grid_masks(b: int, n: int, h: int, w: int) -> torch.Tensor:
     """(B, N, h, w) hard masks: column stripes, stripe i owned by source i (sums to 1 over N)."""
     owner = (torch.arange(w) * n // w).expand(b, h, w)
@@ -77,7 +86,7 @@ def test_identity_masks_reconstruct_after_overfit() -> None:
     first = None
     for _ in range(150):
         loss = (g(sources, masks) - images).abs().mean()
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -29,6 +29,15 @@ from stages.cli import app
 from tests.conftest import make_imageset
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine, contended OpenMP threads make tiny convs far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_config(**changes) -> GeneratorConfig:
     cfg = GeneratorConfig(
         resolution=16,
@@ -100,7 +109,7 @@ def test_resume_equals_uninterrupted(images, tmp_path: Path, monkeypatch) -> Non
 
     def killed_at_step_4(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:  # dies after the step-2 and step... checkpoint (every 2 steps) has been written
+        if calls["n"] == 4:  # killed in step 4: the last checkpoint (every 2 steps) is the one after step 2
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
@@ -200,7 +209,7 @@ def _stage_args(subset: Path, out: Path, params: Path) -> list[str]:
         "train-generator", "--subset", str(subset), "--params", str(params), "--no-progress",
         "--generator", str(out / "g.pt"), "--metrics", str(out / "metrics.json"),
         "--loss-curve", str(out / "loss.csv"), "--grid", str(out / "grid.png"),
-        "--checkpoint", str(out / "state.pt"),
+        "--checkpoint", str(out / "state.pt"), "--threads", "1",
     ]  # fmt: skip
 
 
