@@ -59,6 +59,9 @@ def synthesize(
     device: Annotated[
         str | None, typer.Option(help="auto, cpu, cuda or cuda:N (overrides synthesize.device).")
     ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Shard file prefix, <name>-NNNNNN.tar (overrides synthesize.shards.name).")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a different dataset already in --out.")
     ] = False,
@@ -80,6 +83,7 @@ def synthesize(
             mode=mode,
             n_sources=_parse_n_sources(n_sources),
             device=device,
+            shards=replace(cfg.shards, name=name),
         )
     except ValueError as exc:  # __post_init__ range checks on the flag values
         raise HydraMixError(f"bad option: {exc}") from None

@@ -93,4 +93,4 @@ def test_the_synthetic_control_uses_hydramix_sources_and_masks(stages):
     hydra = shlex.split(stages["synthesize-hydramix@10-0"].cmd)
     pixel = shlex.split(stages["synthesize-pixelmix@10-0"].cmd)
     differing = {a for a in set(hydra) ^ set(pixel) if a.startswith("--")}
-    assert differing == {"--mode"}
+    assert differing == {"--mode", "--name"}
