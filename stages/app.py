@@ -30,8 +30,11 @@ ParamsOption = Annotated[
 ]
 
 
-def stage(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` as command ``name``; a HydraMixError becomes 'error: ...' on stderr and exit code 1."""
+def stage(name: str, summary: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` as command ``name``; a HydraMixError becomes 'error: ...' on stderr and exit code 1.
+
+    summary: the one-line purpose `hydramix --help` lists; help: the full description of `hydramix NAME --help`.
+    """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -45,7 +48,7 @@ def stage(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., 
                 typer.echo("interrupted; no partial output was left under a final name", err=True)
                 raise typer.Exit(130) from None
 
-        app.command(name=name, help=help)(run)
+        app.command(name=name, help=help, short_help=summary)(run)
         return fn
 
     return decorate

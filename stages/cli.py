@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from stages import prepare, subset, train_generator, synthesize, verify, score, train_classifier, evaluate, report  # noqa: F401  (registration by import, in pipeline order)
+# Registration by import, in pipeline order (this is the order `hydramix --help` lists them in).
+from stages import (  # noqa: F401
+    prepare,
+    subset,
+    train_generator,
+    synthesize,
+    verify,
+    score,
+    train_classifier,
+    evaluate,
+    report,
+)
 from stages.app import app
 
 

@@ -19,23 +19,18 @@ from stages.app import stage
 
 @stage(
     "evaluate",
+    "Measure a trained classifier on the full test split.",
     help="Measure a classifier checkpoint on its subset's full test split: top-1, macro-average and "
     "per-class accuracy (metrics JSON) and a confusion-matrix PNG.",
 )
 def evaluate_command(
-    checkpoint: Annotated[
-        Path, typer.Option("--checkpoint", help="Checkpoint from `hydramix train-classifier`.")
-    ],
-    subset: Annotated[
-        Path, typer.Option("--subset", help="The subset directory the checkpoint was trained on.")
-    ],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint from `hydramix train-classifier`.")],
+    subset: Annotated[Path, typer.Option("--subset", help="The subset directory the checkpoint was trained on.")],
     out_metrics: Annotated[Path, typer.Option("--out-metrics", help="Metrics JSON to write.")],
     out_plot: Annotated[Path, typer.Option("--out-plot", help="Confusion-matrix PNG to write.")],
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 500,
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 where supported), fp32, bf16, fp16 (CUDA).")
-    ] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 where supported), fp32, bf16, fp16 (CUDA).")] = "auto",
 ) -> None:
     """Evaluate the last-iterate model (no test-time augmentation) and write metrics + plot."""
     model, meta = load_checkpoint(checkpoint)
@@ -59,9 +54,7 @@ def evaluate_command(
         synthetic_share=meta["config"]["synthetic_share"] if meta.get("synthetic") else 0.0,
         checkpoint=str(checkpoint),
     )
-    title = (
-        f"{meta['method']} {meta['arch']['name']} {meta.get('dataset')} k={meta.get('k')} seed={meta['seed']}"
-    )
+    title = f"{meta['method']} {meta['arch']['name']} {meta.get('dataset')} k={meta.get('k')} seed={meta['seed']}"
     plot_confusion(
         metrics["confusion"], data.test.class_names, out_plot, f"{title}: top-1 {100 * metrics['top1']:.1f}%"
     )

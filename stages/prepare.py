@@ -15,6 +15,7 @@ from stages.app import ParamsOption, load_section, stage
 
 @stage(
     "prepare",
+    "Download or read a dataset into train/test Parquet.",
     help="Download/verify an official dataset (cifair10, cifair100, stl10) or read a folder/archive "
     "(folder) and write it as train/test Parquet + manifest.json.",
 )

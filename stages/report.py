@@ -15,6 +15,7 @@ from stages.app import stage
 
 @stage(
     "report",
+    "Aggregate evaluations into a results table and plot.",
     help="Aggregate evaluation metrics JSONs into a Markdown table (method x dataset x k, mean ± std over "
     "seeds) and a bar plot.",
 )

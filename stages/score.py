@@ -71,11 +71,13 @@ def shard_source(name: str, directory: Path, batch_size: int) -> ScoreSource:
     return ScoreSource(name, tuple(manifest["class_names"]), batches, total=int(manifest["total"]))
 
 
-@stage("score", help="Score real and synthetic datasets with CLIP Synset Entropy (needs CLIP weights).")
+@stage(
+    "score",
+    "Score real and synthetic sets with CLIP Synset Entropy.",
+    help="Score real and synthetic datasets with CLIP Synset Entropy (needs CLIP weights).",
+)
 def score(
-    subset: Annotated[
-        Path, typer.Option(help="Subset directory (train.parquet, test.parquet, manifest.json).")
-    ],
+    subset: Annotated[Path, typer.Option(help="Subset directory (train.parquet, test.parquet, manifest.json).")],
     out_metrics: Annotated[Path, typer.Option(help="Metrics JSON to write (for `dvc metrics`).")],
     out_samples: Annotated[Path, typer.Option(help="Per-sample Parquet to write (top-k synsets, entropy).")],
     out_plot: Annotated[Path, typer.Option(help="PNG to write: per-class entropies of every dataset.")],
@@ -92,9 +94,7 @@ def score(
     pretrained: Annotated[
         str | None, typer.Option(help="Hub tag or local checkpoint file (overrides score.pretrained).")
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto | cpu | cuda[:N] (overrides score.device).")
-    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] (overrides score.device).")] = None,
     require_weights: Annotated[
         bool | None,
         typer.Option(
@@ -124,15 +124,11 @@ def score(
     except WeightsUnavailable as exc:
         if cfg.require_weights:
             raise HydraMixError(f"{exc}. score.require_weights is true. {HOW_TO_PROVIDE_WEIGHTS}") from None
-        typer.echo(
-            f"warning: CLIP weights not available, scoring skipped: {exc}\n{HOW_TO_PROVIDE_WEIGHTS}", err=True
-        )
+        typer.echo(f"warning: CLIP weights not available, scoring skipped: {exc}\n{HOW_TO_PROVIDE_WEIGHTS}", err=True)
         write_skipped(cfg, str(exc), out_metrics, out_samples, out_plot)
         return
 
-    cache = (
-        cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hydramix" / "clip-text"
-    )
+    cache = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hydramix" / "clip-text"
     sources = [
         subset_source("real_train", real.train, cfg.batch_size),
         subset_source("real_test", real.test, cfg.batch_size),
@@ -163,9 +159,7 @@ def score_all(
     with SampleTableWriter(out_samples) as sink:
         for source in sources:
             class_embeddings = text_embeddings(clip, source.class_names, template_set, cache)
-            metrics = score_source(
-                clip, source, vocabulary, synset_embeddings, class_embeddings, cfg.top_k, sink
-            )
+            metrics = score_source(clip, source, vocabulary, synset_embeddings, class_embeddings, cfg.top_k, sink)
             results[source.name] = (metrics, source.class_names)
     return results
 
@@ -197,15 +191,11 @@ def metrics_payload(
     }
 
 
-def write_skipped(
-    cfg: ScoreConfig, reason: str, out_metrics: Path, out_samples: Path, out_plot: Path
-) -> None:
+def write_skipped(cfg: ScoreConfig, reason: str, out_metrics: Path, out_samples: Path, out_plot: Path) -> None:
     """The outputs of a run without weights: 'skipped' metrics JSON, empty table, placeholder plot."""
     SampleTableWriter(out_samples).close()
     _save_figure(_message_figure(f"skipped: no CLIP weights\n{cfg.model} / {cfg.pretrained}"), out_plot)
-    write_json(
-        out_metrics, {"status": "skipped", "reason": reason, "model": cfg.model, "pretrained": cfg.pretrained}
-    )
+    write_json(out_metrics, {"status": "skipped", "reason": reason, "model": cfg.model, "pretrained": cfg.pretrained})
 
 
 def plot_entropies(

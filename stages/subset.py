@@ -15,6 +15,7 @@ from stages.app import ParamsOption, load_section, stage
 
 @stage(
     "subset",
+    "Draw k images per class (seeded, nested).",
     help="Draw k train images per class with a seed (nested: k=5 lies inside k=10) from a prepared "
     "dataset and write them with the full test split.",
 )
@@ -40,6 +41,5 @@ def subset_command(
     n_train = sum(manifest["counts"]["train"].values())
     n_test = sum(manifest["counts"]["test"].values())
     typer.echo(
-        f"subset {manifest['dataset']} k={config.k} seed={config.seed}: {n_train} train + {n_test} test "
-        f"images -> {out}"
+        f"subset {manifest['dataset']} k={config.k} seed={config.seed}: {n_train} train + {n_test} test images -> {out}"
     )

@@ -30,13 +30,12 @@ from stages.app import ParamsOption, load_section, stage
 
 @stage(
     "synthesize",
+    "Write a synthetic dataset as WebDataset shards.",
     help="Write --n-per-class images per class as reproducible WebDataset shards (re-run to resume).",
 )
 def synthesize(
     subset: Annotated[Path, typer.Option("--subset", help="Subset directory the generator was trained on.")],
-    out: Annotated[
-        Path, typer.Option("--out", help="Output dataset directory (shards, manifest.json, README.md).")
-    ],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset directory (shards, manifest.json, README.md).")],
     generator: Annotated[
         Path | None,
         typer.Option(
@@ -56,15 +55,11 @@ def synthesize(
         str | None,
         typer.Option(help="Images mixed per sample: N or MIN,MAX (overrides synthesize.n_sources)."),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda or cuda:N (overrides synthesize.device).")
-    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (overrides synthesize.device).")] = None,
     name: Annotated[
         str | None, typer.Option(help="Shard file prefix, <name>-NNNNNN.tar (overrides synthesize.shards.name).")
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace a different dataset already in --out.")
-    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a different dataset already in --out.")] = False,
     metrics: Annotated[
         Path | None, typer.Option(help="Also write timing figures (images/s, peak memory) to this JSON file.")
     ] = None,
@@ -101,9 +96,7 @@ def synthesize(
 
     torch_device = resolve_device(cfg.device)
     dtype = resolve_dtype(torch_device, cfg.precision)
-    synthesizer = Synthesizer(
-        train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype
-    )
+    synthesizer = Synthesizer(train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype)
     identity = {
         "name": cfg.shards.name,
         "shard_size": cfg.shards.shard_size,
@@ -160,8 +153,7 @@ def check_generator_matches_subset(
     """HydraMixError if the generator in ``path`` was trained for other classes, resolution or subset."""
     if list(meta.get("class_names", [])) != list(class_names):
         raise HydraMixError(
-            f"{path} was trained for classes {meta.get('class_names')}, "
-            f"but the subset has classes {list(class_names)}"
+            f"{path} was trained for classes {meta.get('class_names')}, but the subset has classes {list(class_names)}"
         )
     if meta.get("resolution") != resolution:
         raise HydraMixError(
@@ -207,8 +199,7 @@ def _mask_config(g_meta: dict[str, Any] | None, params: Path) -> MaskConfig:
     section = (yaml.safe_load(params.read_text()) or {}).get("generator") or {}
     if "masks" not in section:
         raise HydraMixError(
-            f"pixel mode without --generator takes its mask params from generator.masks in {params}, "
-            "which has none"
+            f"pixel mode without --generator takes its mask params from generator.masks in {params}, which has none"
         )
     return from_dict(MaskConfig, section["masks"], where=f"{params}:generator.masks")
 

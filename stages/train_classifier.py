@@ -19,6 +19,7 @@ from stages.app import ParamsOption, load_section, stage
 
 @stage(
     "train-classifier",
+    "Train a classifier from scratch with one method.",
     help="Train a classifier from scratch on a real subset with one augmentation method "
     f"({', '.join(METHODS)}); the synthetic methods ({', '.join(sorted(SYNTHETIC_METHODS))}) also draw "
     "part of each batch from --synthetic DIR.",
@@ -29,37 +30,25 @@ def train_classifier_command(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.pt).")],
     synthetic: Annotated[
         Path | None,
-        typer.Option(
-            "--synthetic", help="Synthetic dataset directory (shards); required by the synthetic methods."
-        ),
+        typer.Option("--synthetic", help="Synthetic dataset directory (shards); required by the synthetic methods."),
     ] = None,
     out_metrics: Annotated[
         Path | None,
-        typer.Option(
-            "--out-metrics", help="Optional JSON with training statistics (time, img/s, val top-1)."
-        ),
+        typer.Option("--out-metrics", help="Optional JSON with training statistics (time, img/s, val top-1)."),
     ] = None,
     params: ParamsOption = Path("params.yaml"),
     iterations: Annotated[int | None, typer.Option(help="Override classifier.iterations.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override classifier.seed.")] = None,
-    arch: Annotated[
-        str | None, typer.Option(help=f"Override classifier.arch: {', '.join(ARCHITECTURES)}.")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="Override classifier.device: auto, cpu, cuda[:N].")
-    ] = None,
-    synthetic_share: Annotated[
-        float | None, typer.Option(help="Override classifier.synthetic_share.")
-    ] = None,
+    arch: Annotated[str | None, typer.Option(help=f"Override classifier.arch: {', '.join(ARCHITECTURES)}.")] = None,
+    device: Annotated[str | None, typer.Option(help="Override classifier.device: auto, cpu, cuda[:N].")] = None,
+    synthetic_share: Annotated[float | None, typer.Option(help="Override classifier.synthetic_share.")] = None,
 ) -> None:
     """Load the subset (and synthetic set), train, write the checkpoint (and training statistics)."""
     check_method(method)
     if arch is not None and arch not in ARCHITECTURES:
         raise HydraMixError(f"unknown architecture '{arch}'; valid: {', '.join(ARCHITECTURES)}")
     if method in SYNTHETIC_METHODS and synthetic is None:
-        raise HydraMixError(
-            f"method '{method}' needs --synthetic DIR (a dataset written by `hydramix synthesize`)"
-        )
+        raise HydraMixError(f"method '{method}' needs --synthetic DIR (a dataset written by `hydramix synthesize`)")
     if method not in SYNTHETIC_METHODS and synthetic is not None:
         raise HydraMixError(
             f"method '{method}' uses no synthetic data; drop --synthetic or use one of "
@@ -99,9 +88,7 @@ def train_classifier_command(
     if out_metrics is not None:
         write_json(out_metrics, result.stats)
     stats = result.stats
-    line = (
-        f"{method}: {config.iterations} steps in {stats['seconds']} s ({stats['train_images_per_s']} img/s)"
-    )
+    line = f"{method}: {config.iterations} steps in {stats['seconds']} s ({stats['train_images_per_s']} img/s)"
     if "val_top1" in stats:
         line += f", val top-1 {100 * stats['val_top1']:.2f}%"
     typer.echo(f"{line}; wrote {out}")

@@ -30,6 +30,7 @@ from stages.app import ParamsOption, load_section, stage
 
 @stage(
     "train-generator",
+    "Train the HydraMix generator on a subset.",
     help="Train the HydraMix generator (encoder, N-image feature mixing, decoder, PatchGAN) on a subset; "
     "resumes from its checkpoint when restarted.",
 )
@@ -44,9 +45,9 @@ def train_generator_command(
     metrics: Annotated[Path, typer.Option("--metrics", help="Metrics JSON to write.")] = Path(
         "data/generator/metrics.json"
     ),
-    loss_curve: Annotated[
-        Path, typer.Option("--loss-curve", help="Loss-curve CSV to write (dvc plots).")
-    ] = Path("data/generator/loss_curve.csv"),
+    loss_curve: Annotated[Path, typer.Option("--loss-curve", help="Loss-curve CSV to write (dvc plots).")] = Path(
+        "data/generator/loss_curve.csv"
+    ),
     grid: Annotated[Path, typer.Option("--grid", help="PNG grid of example mixes to write.")] = Path(
         "data/generator/grid.png"
     ),
@@ -69,9 +70,7 @@ def train_generator_command(
         str | None,
         typer.Option("--precision", help="auto, fp32, bf16 or fp16 (overrides generator.precision)."),
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Training seed (overrides generator.seed).")
-    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Training seed (overrides generator.seed).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     threads: Annotated[
         int | None,
@@ -98,9 +97,7 @@ def train_generator_command(
     result = train_generator(
         data.train, config, subset_sha256=subset_sha256, checkpoint_path=checkpoint, progress=progress
     )
-    save_generator(
-        generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"]
-    )
+    save_generator(generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"])
     write_loss_curve(loss_curve, result.history)
     write_png(grid, result.grid)
     write_json(metrics, result.metrics)

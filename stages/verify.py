@@ -14,6 +14,7 @@ from stages.app import stage
 
 @stage(
     "verify",
+    "Check a synthetic dataset against its manifest.",
     help="Check a synthetic dataset (shards, sha256, sample counts, images, labels) against its manifest.",
 )
 def verify_command(
