@@ -52,9 +52,7 @@ def load_images(subset: Path | None, k: int) -> tuple[ImageSet, str]:
                     continue
                 images = per_class.setdefault(parts[-2], [])
                 if len(images) < k:
-                    images.append(
-                        np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
-                    )
+                    images.append(np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")))
                 if len(per_class) == 10 and all(len(v) == k for v in per_class.values()):
                     break
         names = tuple(sorted(per_class))
@@ -66,9 +64,7 @@ def load_images(subset: Path | None, k: int) -> tuple[ImageSet, str]:
     images = rng.integers(0, 256, (10 * k, 32, 32, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(10), k).astype(np.int64)
     names = tuple(f"class{c}" for c in range(10))
-    return ImageSet(
-        images, labels, np.arange(10 * k, dtype=np.int64), names
-    ), "random 32 px images (no CIFAR)"
+    return ImageSet(images, labels, np.arange(10 * k, dtype=np.int64), names), "random 32 px images (no CIFAR)"
 
 
 def best_rate(fn, count: int, rounds: int, cpu_rates: list[float] | None = None) -> float:
@@ -108,9 +104,7 @@ def bench_engine(train: ImageSet, generator, args: argparse.Namespace) -> dict[s
     """Measure masks/s, decoder-forward img/s and render img/s (generator and pixel mode) on ``train``."""
     device = resolve_device(args.device)
     dtype = resolve_dtype(device, args.precision)
-    cfg = SynthConfig(
-        n_per_class=10**6, seed=0, n_sources=(2, 4), batch_size=args.batch_size, device=args.device
-    )
+    cfg = SynthConfig(n_per_class=10**6, seed=0, n_sources=(2, 4), batch_size=args.batch_size, device=args.device)
     mask_cfg = MaskConfig(n_sources=(2, 4))
     figures: dict[str, float] = {}
 
@@ -138,21 +132,15 @@ def bench_engine(train: ImageSet, generator, args: argparse.Namespace) -> dict[s
     batches = max(1, args.images // b)
     cpu: list[float] = []
     figures["decoder_per_s"] = decoder_rate(generator, mixed, device, dtype, batches, args.rounds, cpu)
-    figures["render_per_s"] = best_rate(
-        lambda: synth.render(ids[: batches * b]), batches * b, args.rounds, cpu
-    )
+    figures["render_per_s"] = best_rate(lambda: synth.render(ids[: batches * b]), batches * b, args.rounds, cpu)
     figures["decoder_per_cpu_s"], figures["render_per_cpu_s"] = cpu
-    figures["pixel_render_per_s"] = best_rate(
-        lambda: pixel.render(ids[: batches * b]), batches * b, args.rounds
-    )
+    figures["pixel_render_per_s"] = best_rate(lambda: pixel.render(ids[: batches * b]), batches * b, args.rounds)
     sample = synth.render(ids[:b])
     figures["png_per_s_1thread"] = best_rate(lambda: [encode_png(r.image) for r in sample], b, args.rounds)
     if args.compare_precision and device.type == "cpu":
         for name, other in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             cpu = []
-            figures[f"decoder_per_s_{name}"] = decoder_rate(
-                generator, mixed, device, other, batches, args.rounds, cpu
-            )
+            figures[f"decoder_per_s_{name}"] = decoder_rate(generator, mixed, device, other, batches, args.rounds, cpu)
             figures[f"decoder_per_cpu_s_{name}"] = cpu[0]
     figures["dtype"] = str(dtype).replace("torch.", "")
     figures["device"] = str(device)
@@ -163,9 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subset", type=Path, help="a subset directory (default: shared CIFAR-10 JPEG k=10)")
     parser.add_argument("--k", type=int, default=10, help="images per class when reading the CIFAR archive")
-    parser.add_argument(
-        "--generator", type=Path, help="a trained generator checkpoint (default: random init)"
-    )
+    parser.add_argument("--generator", type=Path, help="a trained generator checkpoint (default: random init)")
     parser.add_argument("--width", type=int, default=32, help="random generator width (C = 4 * width)")
     parser.add_argument("--encoder-blocks", type=int, default=2)
     parser.add_argument("--decoder-blocks", type=int, default=2)
@@ -174,10 +160,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--images", type=int, default=2000, help="images per timed round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare-precision", action="store_true", help="also time the decoder in fp32 and bf16")
     parser.add_argument(
-        "--compare-precision", action="store_true", help="also time the decoder in fp32 and bf16"
+        "--end-to-end",
+        default="",
+        help="comma-separated --n-per-class values: also run `hydramix synthesize` on --subset/--generator "
+        "for each and report wall time, images/s (vs the decoder rate) and peak memory",
     )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params for --end-to-end")
     args = parser.parse_args()
+    if args.end_to_end and (args.subset is None or args.generator is None):
+        parser.error("--end-to-end needs --subset and --generator")
 
     train, desc = load_images(args.subset, args.k)
     if args.generator is not None:
@@ -197,13 +190,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()}")
     f = bench_engine(train, generator, args)
     ratio = f["render_per_s"] / f["decoder_per_s"]
-    print(
-        f"device {f['device']}, autocast dtype {f['dtype']}, batch {args.batch_size}, best of {args.rounds}"
-    )
-    print(
-        f"segmentation (once): {f['segment_s']:.2f} s; "
-        f"Synthesizer init (segment + encode): {f['init_s']:.2f} s"
-    )
+    print(f"device {f['device']}, autocast dtype {f['dtype']}, batch {args.batch_size}, best of {args.rounds}")
+    print(f"segmentation (once): {f['segment_s']:.2f} s; Synthesizer init (segment + encode): {f['init_s']:.2f} s")
     print(f"masks/s:                 {f['masks_per_s']:10.0f}")
     print(f"decoder-forward img/s:   {f['decoder_per_s']:10.0f}")
     print(f"render img/s:            {f['render_per_s']:10.0f}   ({ratio:.2f}x decoder; goal >= 0.5x)")
@@ -224,6 +212,32 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak:.0f} MiB; load average now {os.getloadavg()}")
     sys.stdout.flush()
+    for n_per_class in (int(v) for v in args.end_to_end.split(",") if v):
+        e2e = end_to_end(args, n_per_class)
+        print(
+            f"hydramix synthesize --n-per-class {n_per_class}: {e2e['images']} images, {e2e['wall_s']:.1f} s wall "
+            f"(process start to exit), {e2e['seconds']:.1f} s writing, {e2e['images_per_s']:.0f} img/s "
+            f"({e2e['images_per_s'] / f['decoder_per_s']:.2f}x decoder), peak RSS {e2e['peak_rss_mib']:.0f} MiB"
+        )
+        sys.stdout.flush()
+
+
+def end_to_end(args: argparse.Namespace, n_per_class: int) -> dict[str, float]:
+    """Run the real CLI once into a temporary directory; its own metrics plus the process wall time."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out, metrics = Path(tmp) / "synthetic", Path(tmp) / "metrics.json"
+        argv = [sys.executable, "-m", "stages.cli", "synthesize", "--params", str(args.params)]
+        argv += ["--subset", str(args.subset), "--generator", str(args.generator), "--out", str(out)]
+        argv += ["--n-per-class", str(n_per_class), "--device", args.device, "--metrics", str(metrics)]
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        figures = json.loads(metrics.read_text())
+        figures["wall_s"] = time.perf_counter() - start
+        return figures
 
 
 if __name__ == "__main__":
