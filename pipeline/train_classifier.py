@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.augment import SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter, check_method
 from pipeline.classifiers import ARCHITECTURES, build_classifier
 from pipeline.config import to_dict
@@ -207,14 +208,18 @@ def train_classifier(
         )
     if synthetic is not None:
         check_synthetic(train, synthetic, "synthetic dataset")
-    device = resolve_device(config.device)
+    device = distributed.place(resolve_device(config.device))
     dtype = resolve_dtype(device, config.precision)
+    part = distributed.batch_part(config.batch_size)  # this process's rows of each global batch
     torch.manual_seed(config.seed)  # init, augmentation and dropout draw from the global generator
 
     fit, val = split_validation(train, config.val_per_class, config.seed)
     mean, std = channel_stats(fit)  # from real images only: the synthetic set must not shift the input scale
     model = build_classifier(config.arch, len(train.class_names), config.dropout)
     model = model.to(device, memory_format=torch.channels_last)
+    # Under torchrun: gradients averaged over the processes; BatchNorm statistics stay per process during
+    # training (no buffer broadcast) and are averaged once at the end.
+    train_model = distributed.wrap(model, device, broadcast_buffers=False)
     optimiser = torch.optim.SGD(
         model.parameters(),
         lr=lr_at(0, config),
@@ -236,26 +241,35 @@ def train_classifier(
     model.train()
     losses = []
     start, cpu_start = time.perf_counter(), time.process_time()
-    bar = tqdm(range(config.iterations), desc=f"train {method}", disable=not progress, leave=False)
+    bar = tqdm(
+        range(config.iterations),
+        desc=f"train {method}",
+        disable=not progress or not distributed.is_main(),
+        leave=False,
+    )
     for step in bar:
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, config)
         images, labels = source.next_batch()
+        # Every process draws and augments the same global batch (mixing partners and augmentation draws as
+        # in one process), then trains on its part.
         x, targets = augment(images, labels)
+        x, targets = x[part], targets[part]
         with autocast(device, dtype):
-            logits = model(x)
+            logits = train_model(x)
         loss = nn.functional.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimiser)
         scaler.update()
         if step % 10 == 0 or step == config.iterations - 1:
-            losses.append(loss.item())
+            losses.append(distributed.mean_over_ranks({"loss": loss})["loss"].item())
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     seconds = time.perf_counter() - start
     cpu_seconds = (
         time.process_time() - cpu_start
     )  # all threads; robust to other processes on a shared machine
+    distributed.average_buffers(model)
     model.eval()
 
     stats: dict[str, Any] = {
@@ -268,6 +282,7 @@ def train_classifier(
         "n_synthetic": len(synthetic) if synthetic is not None else 0,
         "device": str(device),
         "precision": str(dtype).removeprefix("torch."),
+        "world_size": distributed.world_size(),
     }
     if val is not None:
         predictions = predict(model, val, mean, std, config.eval_batch_size, dtype)

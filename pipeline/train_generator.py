@@ -25,15 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.config import to_dict
 from pipeline.devices import autocast, resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet
 from pipeline.losses import image_loss, lsgan_discriminator_loss, lsgan_generator_loss, pixel_composite
-from pipeline.masks import MaskConfig, MaskSampler, colorize, segment_images, to_feature_resolution
+from pipeline.masks import MaskConfig, MaskSampler, colorize, derive_seeds, segment_images, to_feature_resolution
 from pipeline.networks import HydraMixGenerator, PatchDiscriminator, count_parameters
 from pipeline.quality import fidelity_report, psnr
 
@@ -219,9 +220,27 @@ def _seed_of(rng: np.random.Generator) -> int:
 # One training step: G with D frozen, then D on detached mixes.
 
 
+class GeneratorPass(nn.Module):
+    """The generator's training forward as one module call, so that DistributedDataParallel (which hooks
+    ``forward``) can wrap it: encode the B*N sources, mix them, and decode the real sources' reconstructions
+    and the B mixes in one decoder pass."""
+
+    def __init__(self, generator: HydraMixGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, flat: Tensor, masks_f: Tensor, keep: Tensor) -> Tensor:
+        """flat (B*N, 3, H, W) sources, masks_f (B, N, H/4, W/4), keep (B*N,) bool (real sources) ->
+        (K + B, 3, H, W): the K kept sources' reconstructions, then the B mixes."""
+        g = self.generator
+        feats = g.encode(flat)  # (B*N, C, H/4, W/4)
+        mixed = g.mix(feats.unflatten(0, masks_f.shape[:2]), masks_f)  # (B, C, H/4, W/4)
+        return g.decode(torch.cat([feats[keep], mixed]))
+
+
 def train_step(
-    g: HydraMixGenerator,
-    d: PatchDiscriminator,
+    g: GeneratorPass | nn.Module,
+    d: PatchDiscriminator | nn.Module,
     opt_g: torch.optim.Optimizer,
     opt_d: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -233,21 +252,21 @@ def train_step(
     channels_last: bool,
 ) -> dict[str, Tensor]:
     """One G step and one D step on a batch. sources (B, N, 3, H, W) in [-1, 1]; masks (B, N, H, W) at image
-    resolution summing to 1 over N; valid (B, N) bool. Returns the step's losses as detached scalars."""
-    b, n = sources.shape[:2]
+    resolution summing to 1 over N; valid (B, N) bool. ``g`` is a GeneratorPass and ``d`` the discriminator,
+    either possibly in DistributedDataParallel. Returns the step's losses as detached scalars."""
+    b = sources.shape[0]
     device = sources.device
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     flat = sources.flatten(0, 1)  # (B*N, 3, H, W)
     keep = valid.flatten()
     masks_f = to_feature_resolution(masks, HydraMixGenerator.downsampling)  # (B, N, H/4, W/4)
 
-    d.requires_grad_(False)
+    # D's frozen forward runs outside DDP: it computes no D gradients, so there is nothing to synchronise.
+    d_frozen = distributed.unwrap(d)
+    d_frozen.requires_grad_(False)
     with autocast(device, dtype):
-        feats = g.encode(flat.contiguous(memory_format=fmt))  # (B*N, C, H/4, W/4)
-        mixed = g.mix(feats.unflatten(0, (b, n)), masks_f)  # (B, C, H/4, W/4)
-        # One decoder pass renders the reconstructions of the real sources and the mixes.
-        out = g.decode(torch.cat([feats[keep], mixed]))
-        fake_scores = d(out[-b:])
+        out = g(flat.contiguous(memory_format=fmt), masks_f, keep)  # (K + B, 3, H, W)
+        fake_scores = d_frozen(out[-b:])
     out = out.float()
     recon, mixes = out[:-b], out[-b:]
     l_rec = image_loss(recon, flat[keep], weights.pyramid, weights.pyramid_levels)
@@ -258,7 +277,7 @@ def train_step(
     scaler.scale(g_loss).backward()
     scaler.step(opt_g)
 
-    d.requires_grad_(True)
+    d_frozen.requires_grad_(True)
     with autocast(device, dtype):
         real_scores = d(sources[:, 0].contiguous(memory_format=fmt))  # slot 0 is always a real source
         fake_scores = d(mixes.detach().contiguous(memory_format=fmt))
@@ -299,7 +318,8 @@ def train_generator(
     generator file).
     """
     wall_start = time.perf_counter()
-    device = resolve_device(cfg.device)
+    device = distributed.place(resolve_device(cfg.device))
+    part = distributed.batch_part(cfg.batch_size)  # this process's mixes of each global batch
     dtype = resolve_dtype(device, cfg.precision)
     channels_last = device.type == "cuda" or dtype == torch.bfloat16
     rows_per_class = class_rows(train, cfg)
@@ -325,8 +345,16 @@ def train_generator(
     if checkpoint_path is not None and checkpoint_path.exists():
         state = _load_train_state(checkpoint_path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, device)
 
+    # Under torchrun: gradients averaged over the processes (identical initial weights come from cfg.seed
+    # or the shared checkpoint); without it these are g's training forward and d themselves.
+    g_train = distributed.wrap(GeneratorPass(g), device)
+    d_train = distributed.wrap(d, device)
     bar = tqdm(
-        total=cfg.iterations, initial=state["step"], desc="train-generator", unit="step", disable=not progress
+        total=cfg.iterations,
+        initial=state["step"],
+        desc="train-generator",
+        unit="step",
+        disable=not progress or not distributed.is_main(),
     )
     g.train()
     d.train()
@@ -334,18 +362,22 @@ def train_generator(
     while state["step"] < cfg.iterations:
         step = state["step"]
         rng = np.random.default_rng([cfg.seed, _TRAIN, step])
+        # Every process draws the same global batch and trains on its part; per-row mask seeds (as
+        # sampler.sample derives them from one batch seed) make a part's masks those of the global batch.
         rows, flips = draw_mixes(rng, rows_per_class, cfg.batch_size, cfg)
-        masks = sampler.sample(rows, seed=_seed_of(rng), flipped=flips).to(device)
-        sources, valid = gather_sources(images, rows, flips)
+        mask_seeds = derive_seeds(_seed_of(rng), np.arange(len(rows)))
+        masks = sampler.sample(rows[part], seed=mask_seeds[part], flipped=flips[part]).to(device)
+        sources, valid = gather_sources(images, rows[part], flips[part])
         for opt, base in ((opt_g, cfg.lr), (opt_d, cfg.lr_discriminator)):
             for group in opt.param_groups:
                 group["lr"] = base * lr_factor(step, cfg)
         losses = train_step(
-            g, d, opt_g, opt_d, scaler, sources, masks, valid, cfg.losses, dtype, channels_last
+            g_train, d_train, opt_g, opt_d, scaler, sources, masks, valid, cfg.losses, dtype, channels_last
         )
+        losses = distributed.mean_over_ranks(losses)  # global-batch losses for the log
 
         state["step"] = step + 1
-        state["source_images"] += int(valid.sum())
+        state["source_images"] += int((rows >= 0).sum())  # the global batch
         state["mixes"] += len(rows)
         window = state["window"]
         for k, v in losses.items():
@@ -358,7 +390,7 @@ def train_generator(
             state["window"] = {}
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
         bar.update(1)
-        if checkpoint_path is not None and state["step"] % cfg.checkpoint_every == 0:
+        if checkpoint_path is not None and state["step"] % cfg.checkpoint_every == 0 and distributed.is_main():
             if state["step"] < cfg.iterations:
                 _synchronize(device)
                 state["train_seconds"] = seconds_before + time.perf_counter() - loop_start
@@ -382,6 +414,7 @@ def train_generator(
             "wall_seconds": time.perf_counter() - wall_start,
             "device": str(device),
             "dtype": str(dtype).removeprefix("torch."),
+            "world_size": distributed.world_size(),
             "parameters": {"generator": count_parameters(g), "discriminator": count_parameters(d)},
         }
     )

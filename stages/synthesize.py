@@ -1,4 +1,8 @@
-"""``hydramix synthesize``: a trained generator + its subset -> a reproducible WebDataset shard dataset."""
+"""``hydramix synthesize``: a trained generator + its subset -> a reproducible WebDataset shard dataset.
+
+Under ``torchrun`` rank r writes shards r, r + W, ...; rank 0 claims the directory first and writes the
+manifest last, so the dataset is byte-identical to a single process's.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import torch
 import typer
 import yaml
 
+from pipeline import distributed
 from pipeline.atomic import write_json
 from pipeline.config import from_dict, replace, to_dict
 from pipeline.dataset_card import render_card
@@ -22,7 +27,7 @@ from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet, read_parquet
 from pipeline.masks import MaskConfig
-from pipeline.shards import file_sha256, write_dataset
+from pipeline.shards import file_sha256, n_shards, plan_dataset, shards_for_rank, write_dataset, write_dataset_shards
 from pipeline.synthesis import SynthConfig, Synthesizer
 from pipeline.train_generator import load_generator
 from stages.app import ParamsOption, load_section, stage
@@ -65,6 +70,24 @@ def synthesize(
     ] = None,
 ) -> None:
     """Resumable: re-running the same command keeps complete shards and renders only the missing ones."""
+    with distributed.session():  # a no-op without torchrun
+        _synthesize(subset, out, generator, params, n_per_class, seed, mode, n_sources, device, name, force, metrics)
+
+
+def _synthesize(
+    subset: Path,
+    out: Path,
+    generator: Path | None,
+    params: Path,
+    n_per_class: int | None,
+    seed: int | None,
+    mode: str | None,
+    n_sources: str | None,
+    device: str | None,
+    name: str | None,
+    force: bool,
+    metrics: Path | None,
+) -> None:
     cfg = load_section(params, "synthesize", SynthConfig)
     if n_per_class is not None and n_per_class < 1:
         raise HydraMixError(f"--n-per-class must be >= 1, got {n_per_class}")
@@ -94,7 +117,7 @@ def synthesize(
         raise HydraMixError("--generator PATH is required in generator mode (or pass --mode pixel)")
     mask_cfg = _mask_config(g_meta, params)
 
-    torch_device = resolve_device(cfg.device)
+    torch_device = distributed.place(resolve_device(cfg.device))
     dtype = resolve_dtype(torch_device, cfg.precision)
     synthesizer = Synthesizer(train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype)
     identity = {
@@ -114,6 +137,24 @@ def synthesize(
         "versions": library_versions(),
     }
     start = time.perf_counter()
+    written: dict[int, dict[str, Any]] = {}
+    if distributed.active():
+        if distributed.is_main():
+            _claim(out, identity, force)  # once, before any process writes into the directory
+        distributed.barrier()
+        indices = shards_for_rank(
+            n_shards(synthesizer.total, cfg.shards.shard_size), distributed.rank(), distributed.world_size()
+        )
+        written = write_dataset_shards(
+            out, synthesizer, cfg.shards, cfg.batch_size, indices, progress=distributed.is_main()
+        )
+        distributed.barrier()  # every shard is on disk now
+    rendered = distributed.sum_over_ranks(sum(e["count"] for e in written.values() if e["rendered"]))
+    kept = distributed.sum_over_ranks(sum(1 for e in written.values() if not e["rendered"]))
+    if not distributed.is_main():
+        return
+    # Single process: the whole dataset. Rank 0 of several: nothing left to render, only the manifest to write
+    # (the plan it claimed carries the same identity, so nothing is replaced).
     manifest, written = write_dataset(
         out,
         synthesizer,
@@ -123,11 +164,12 @@ def synthesize(
         class_names=train.class_names,
         resolution=synthesizer.resolution,
         card=render_card,
-        force=force,
+        force=force and not distributed.active(),
+        indices=[] if distributed.active() else None,
     )
     seconds = time.perf_counter() - start
-    rendered = sum(e["count"] for e in written.values() if e["rendered"])
-    kept = sum(1 for e in written.values() if not e["rendered"])
+    rendered += sum(e["count"] for e in written.values() if e["rendered"])
+    kept += sum(1 for e in written.values() if not e["rendered"])
     figures = {
         "images": manifest["total"],
         "images_rendered": rendered,
@@ -138,6 +180,7 @@ def synthesize(
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": torch_device.type,
         "dtype": identity["compute"]["dtype"],
+        "world_size": distributed.world_size(),
     }
     if metrics is not None:
         write_json(metrics, figures)
@@ -145,6 +188,14 @@ def synthesize(
         f"{out}: {manifest['total']} images in {len(manifest['shards'])} shard(s) "
         f"({rendered} rendered, {kept} shard(s) kept) in {seconds:.1f} s"
     )
+
+
+def _claim(out: Path, identity: dict[str, Any], force: bool) -> None:
+    """Claim ``out`` for this dataset (``plan_dataset``), turning an OS error into a clean one."""
+    try:
+        plan_dataset(out, identity, force)
+    except OSError as exc:
+        raise HydraMixError(f"{out}: cannot write ({exc})") from None
 
 
 def check_generator_matches_subset(

@@ -1,4 +1,8 @@
-"""``hydramix train-classifier``: train a classifier from scratch with one augmentation method."""
+"""``hydramix train-classifier``: train a classifier from scratch with one augmentation method.
+
+Under ``torchrun`` the same command trains with DistributedDataParallel (classifier.batch_size is the global
+batch); rank 0 writes the checkpoint and the statistics.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline import distributed
 from pipeline.atomic import write_json
 from pipeline.augment import METHODS, SYNTHETIC_METHODS, check_method
 from pipeline.classifiers import ARCHITECTURES
@@ -80,13 +85,16 @@ def train_classifier_command(
             )
         synthetic_set = load_images(synthetic)
         check_synthetic(data.train, synthetic_set, str(synthetic))
-    result = train_classifier(method, data.train, config, synthetic=synthetic_set)
-    summary = None
-    if synthetic_manifest is not None:
-        summary = {"dir": str(synthetic), "total": synthetic_manifest.get("total")}
-    save_checkpoint(out, result, config, data.train, method, data.manifest, summary)
-    if out_metrics is not None:
-        write_json(out_metrics, result.stats)
+    with distributed.session():  # a no-op without torchrun
+        result = train_classifier(method, data.train, config, synthetic=synthetic_set)
+        if not distributed.is_main():
+            return  # rank 0 writes the outputs; the session's barrier holds the others until it has
+        summary = None
+        if synthetic_manifest is not None:
+            summary = {"dir": str(synthetic), "total": synthetic_manifest.get("total")}
+        save_checkpoint(out, result, config, data.train, method, data.manifest, summary)
+        if out_metrics is not None:
+            write_json(out_metrics, result.stats)
     stats = result.stats
     line = f"{method}: {config.iterations} steps in {stats['seconds']} s ({stats['train_images_per_s']} img/s)"
     if "val_top1" in stats:

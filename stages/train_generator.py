@@ -2,7 +2,8 @@
 
 Writes the self-describing generator file, the loss curve (CSV for ``dvc plots``), the metrics JSON
 (reconstruction PSNR, mask fidelity with its references, throughput) and a PNG grid of example mixes.
-A killed run restarted with the same command resumes from its checkpoint.
+A killed run restarted with the same command resumes from its checkpoint. Under ``torchrun`` the same command
+trains with DistributedDataParallel (generator.batch_size is the global batch); rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated
 import torch
 import typer
 
+from pipeline import distributed
 from pipeline.atomic import write_json
 from pipeline.config import replace
 from pipeline.errors import HydraMixError
@@ -94,14 +96,19 @@ def train_generator_command(
         raise HydraMixError(f"bad option: {exc}") from None
     data = read_subset(subset)
     subset_sha256 = hashlib.sha256((subset / "manifest.json").read_bytes()).hexdigest()
-    result = train_generator(
-        data.train, config, subset_sha256=subset_sha256, checkpoint_path=checkpoint, progress=progress
-    )
-    save_generator(generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"])
-    write_loss_curve(loss_curve, result.history)
-    write_png(grid, result.grid)
-    write_json(metrics, result.metrics)
-    checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
+    with distributed.session():  # a no-op without torchrun
+        result = train_generator(
+            data.train, config, subset_sha256=subset_sha256, checkpoint_path=checkpoint, progress=progress
+        )
+        if not distributed.is_main():
+            return  # rank 0 writes the outputs; the session's barrier holds the others until it has
+        save_generator(
+            generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"]
+        )
+        write_loss_curve(loss_curve, result.history)
+        write_png(grid, result.grid)
+        write_json(metrics, result.metrics)
+        checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
     fid = result.metrics["mask_fidelity"]
     typer.echo(
         f"generator -> {generator}: reconstruction {result.metrics['reconstruction_psnr_db']:.2f} dB, "
