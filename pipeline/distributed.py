@@ -13,8 +13,9 @@ rank 0 (``is_main``) shows progress and writes outputs. See docs/distributed.md.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,23 @@ def barrier() -> None:
         dist.barrier()
 
 
+def on_main(work: Callable[[], None]) -> None:
+    """Run ``work`` on rank 0 while the other processes wait; a HydraMixError it raises is raised on every
+    process, so that all of them stop with the same message instead of waiting on rank 0."""
+    message = None
+    if is_main():
+        try:
+            work()
+        except HydraMixError as exc:
+            message = str(exc)
+    if active():
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        message = box[0]
+    if message is not None:
+        raise HydraMixError(message)
+
+
 @contextlib.contextmanager
 def session() -> Iterator[Launch | None]:
     """Join the process group torchrun describes for the body, leave it afterwards; yields the Launch or None.
@@ -143,11 +161,15 @@ def batch_part(batch_size: int) -> slice:
 
 def wrap(module: nn.Module, device: torch.device, broadcast_buffers: bool = True) -> nn.Module:
     """``module`` in DistributedDataParallel inside a process group (its gradients are averaged over the
-    processes in backward), the module itself otherwise. The caller keeps the plain module for optimisers,
-    checkpoints and frozen uses."""
+    processes in backward), the module itself otherwise. ``broadcast_buffers``: copy rank 0's buffers to every
+    process before each forward (False: they evolve per process, see ``average_buffers``). The caller keeps the
+    plain module for optimisers, checkpoints and frozen uses."""
     if not active():
         return module
     device_ids = [device.index] if device.type == "cuda" else None
+    # torch >= 2.14 renames the option (the old name warns); buffers are synchronised once at init either way.
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+        return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=broadcast_buffers)
     return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=broadcast_buffers)
 
 

@@ -139,9 +139,7 @@ def _synthesize(
     start = time.perf_counter()
     written: dict[int, dict[str, Any]] = {}
     if distributed.active():
-        if distributed.is_main():
-            _claim(out, identity, force)  # once, before any process writes into the directory
-        distributed.barrier()
+        distributed.on_main(lambda: _claim(out, identity, force))  # once, before any process writes into it
         indices = shards_for_rank(
             n_shards(synthesizer.total, cfg.shards.shard_size), distributed.rank(), distributed.world_size()
         )

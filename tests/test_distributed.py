@@ -161,6 +161,15 @@ def test_single_process_is_untouched() -> None:
     distributed.average_buffers(module)
     with distributed.session() as launch:
         assert launch is None and not distributed.active()
+    ran = []
+    distributed.on_main(lambda: ran.append(1))
+    assert ran == [1]
+
+    def refuse() -> None:
+        raise HydraMixError("out holds another dataset")
+
+    with pytest.raises(HydraMixError, match="out holds another dataset"):
+        distributed.on_main(refuse)
 
 
 # ------------------------------------------------------------------------------------------------------------
