@@ -112,12 +112,17 @@ def session() -> Iterator[Launch | None]:
     """Join the process group torchrun describes for the body, leave it afterwards; yields the Launch or None.
 
     Nested use (a stage called inside an open session) reuses the open group. On success every process waits
-    at a barrier before leaving, so the command returns only once rank 0 has written the outputs. On an
+    at a barrier before leaving (nested or not), so a command returns only once rank 0 has written its outputs
+    and the next command can read them. On an
     error the group is left without a barrier: torchrun sees the failing process and stops the others.
     """
     launch = launch_from_env()
-    if launch is None or active():
+    if launch is None:
+        yield None
+        return
+    if active():  # nested: the group belongs to the outer session, but the closing barrier is still ours
         yield launch
+        dist.barrier()
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(launch.local_rank)  # "cuda" now means this process's GPU

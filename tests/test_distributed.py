@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+import pipeline.train_generator as tg
 from pipeline import distributed
 from pipeline.config import to_dict
 from pipeline.errors import HydraMixError
@@ -97,10 +99,13 @@ with distributed.session() as launch:
     images = make_imageset(5, resolution=16, n_classes=3)
     g = train_generator(images, from_dict(GeneratorConfig, spec["generator"], "g"), subset_sha256="s",
                         progress=False)
+    resumed = train_generator(images, from_dict(GeneratorConfig, spec["generator"], "g"), subset_sha256="s",
+                              checkpoint_path=spec["checkpoint"], progress=False)
     c = train_classifier("mixup", make_imageset(6, resolution=16, n_classes=4),
                          from_dict(ClassifierConfig, spec["classifier"], "c"), progress=False)
     dump = {"launch": [launch.rank, launch.world_size, launch.local_rank], "world_size": distributed.world_size(),
-            "generator": state_hash(g.generator), "history": g.history, "g_world": g.metrics["world_size"],
+            "generator": state_hash(g.generator), "history": g.history, "resumed": resumed.history,
+            "resumed_hash": state_hash(resumed.generator), "g_world": g.metrics["world_size"],
             "classifier": state_hash(c.model), "c_world": c.stats["world_size"]}
     replaced, real_replace = [], os.replace
     def logged_replace(src, dst, *args, **kwargs):
@@ -108,7 +113,7 @@ with distributed.session() as launch:
         return real_replace(src, dst, *args, **kwargs)
     os.replace = logged_replace
     for command in spec["commands"]:
-        app(command, standalone_mode=False)
+        assert app(command, standalone_mode=False) in (None, 0), command
     os.replace = real_replace
     dump["replaced"] = replaced
     Path(spec["out"], f"rank{rank}.json").write_text(json.dumps(dump))
@@ -180,7 +185,30 @@ def _digests(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
-def test_torchrun_two_processes(tmp_path: Path) -> None:
+def test_torchrun_two_processes(tmp_path: Path, monkeypatch) -> None:
+    # A single-process generator run killed in step 3 leaves its checkpoint after step 2: the 2-process run
+    # resumes it (the data stream depends only on (seed, step), not on the number of processes).
+    interrupted = tmp_path / "interrupted.pt"
+    real_step, calls = tg.train_step, {"n": 0}
+
+    def killed_in_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(tg, "train_step", killed_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(
+            make_imageset(5, resolution=16, n_classes=3),
+            GENERATOR,
+            subset_sha256="s",
+            checkpoint_path=interrupted,
+            progress=False,
+        )
+    monkeypatch.setattr(tg, "train_step", real_step)
+    assert torch.load(interrupted, weights_only=True)["step"] == 2
+
     subset = build_subset_dir(tmp_path / "subset", n_train_per_class=6, n_test_per_class=2)
     params = tmp_path / "params.yaml"
     params.write_text(
@@ -201,6 +229,7 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
         "classifier": to_dict(CLASSIFIER),
         "commands": [train_gen, [*synth, "--out", str(out / "ds")], train_cls],
         "out": str(out),
+        "checkpoint": str(interrupted),
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "driver.py").write_text(DRIVER)
@@ -208,15 +237,23 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.run(
+    # Own process group: on a timeout the launcher and both workers are stopped together.
+    proc = subprocess.Popen(
         [*launcher, str(tmp_path / "driver.py"), str(tmp_path / "spec.json")],
         cwd=REPO,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
+        start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish in 240 s:\n{stderr[-4000:]}")
+    assert proc.returncode == 0, stderr[-4000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
     # A real process group of two, and DDP kept the ranks' weights identical.
@@ -225,14 +262,17 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert ranks[0]["generator"] == ranks[1]["generator"]
     assert ranks[0]["classifier"] == ranks[1]["classifier"]  # BatchNorm running stats averaged at the end
     assert ranks[0]["history"] == ranks[1]["history"]  # losses averaged over the ranks
+    assert ranks[0]["resumed_hash"] == ranks[1]["resumed_hash"]
 
     # Same global batches as one process (parts of them per rank): the same losses up to float rounding
     # (gradients are averaged in another order) and mathematically the same training.
     single = train_generator(make_imageset(5, resolution=16, n_classes=3), GENERATOR, subset_sha256="s", progress=False)
     assert [h["step"] for h in ranks[0]["history"]] == [h["step"] for h in single.history] == [1, 2, 3]
-    for dist_row, single_row in zip(ranks[0]["history"], single.history, strict=True):
-        for key, value in single_row.items():
-            assert dist_row[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for history in (ranks[0]["history"], ranks[0]["resumed"]):
+        for dist_row, single_row in zip(history, single.history, strict=True):
+            for key, value in single_row.items():
+                assert dist_row[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert ranks[0]["resumed"][:2] == single.history[:2]  # from the 1-process checkpoint
     other_seed = train_generator(
         make_imageset(5, resolution=16, n_classes=3),
         dataclasses.replace(GENERATOR, seed=4),
