@@ -94,3 +94,15 @@ def test_the_synthetic_control_uses_hydramix_sources_and_masks(stages):
     pixel = shlex.split(stages["synthesize-pixelmix@10-0"].cmd)
     differing = {a for a in set(hydra) ^ set(pixel) if a.startswith("--")}
     assert differing == {"--mode", "--name"}
+
+
+def test_changing_synthesis_params_does_not_retrain_the_generator(stages):
+    from dvc.dependency.param import ParamsDependency
+
+    def sections(address: str) -> set[str]:
+        deps = [d for d in stages[address].deps if isinstance(d, ParamsDependency)]
+        return {key.split(".")[0] for d in deps for key in d.params}
+
+    assert sections("train-generator@10-0") == {"generator"}
+    assert sections("synthesize-hydramix@10-0") == {"synthesize"}
+    assert "synthesize" not in sections("subset@10-0") | sections("prepare")
