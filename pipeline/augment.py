@@ -135,9 +135,7 @@ class BatchAugmenter:
         images = random_crop_flip(images, self.config.pad)
         chw = images.permute(0, 3, 1, 2)  # (B, 3, H, W) view, memory already channels_last
         if self.per_image is not None:
-            chw = torch.stack([self.per_image(img) for img in chw]).contiguous(
-                memory_format=torch.channels_last
-            )
+            chw = torch.stack([self.per_image(img) for img in chw]).contiguous(memory_format=torch.channels_last)
         x = normalise(chw, self.mean, self.std)
         targets = torch.nn.functional.one_hot(labels, self.num_classes).float()
         if self.float_op is not None:

@@ -29,9 +29,7 @@ class WideBasicBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
         needs_projection = stride != 1 or in_channels != out_channels
-        self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False) if needs_projection else None
-        )
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False) if needs_projection else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = torch.relu(self.bn1(x))

@@ -127,16 +127,13 @@ def resolve_checkpoint(model_name: str, pretrained: str, connect_timeout_s: floa
         return str(path), {}
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     tag_cfg = (
-        open_clip.get_pretrained_cfg(model_name, pretrained)
-        if pretrained.lower().replace("-", "_") in tags
-        else {}
+        open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained.lower().replace("-", "_") in tags else {}
     )
     if not tag_cfg:
         if os.sep in pretrained or path.suffix in _CHECKPOINT_SUFFIXES:
             raise WeightsUnavailable(f"checkpoint file {path} does not exist")
         raise HydraMixError(
-            f"'{pretrained}' is neither a file nor a pretrained tag of {model_name}; "
-            f"its tags are: {', '.join(tags)}"
+            f"'{pretrained}' is neither a file nor a pretrained tag of {model_name}; its tags are: {', '.join(tags)}"
         )
     cached = _cached_tag_file(tag_cfg)
     if cached:

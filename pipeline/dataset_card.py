@@ -55,9 +55,7 @@ def render_card(manifest: dict[str, Any]) -> str:
     """Markdown text of the dataset card for ``manifest`` (as written by the ``synthesize`` stage)."""
     shards = manifest["shards"]
     first, last = shards[0]["name"], shards[-1]["name"]
-    pattern = (
-        first[: -len("000000.tar")] + "{" + first[-len("000000.tar") : -4] + ".." + last[-10:-4] + "}.tar"
-    )
+    pattern = first[: -len("000000.tar")] + "{" + first[-len("000000.tar") : -4] + ".." + last[-10:-4] + "}.tar"
     subset = manifest.get("subset", {})
     generator = manifest.get("generator")
     synthesis = manifest.get("synthesis", {})

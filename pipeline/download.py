@@ -74,9 +74,7 @@ def fetch(remote: RemoteFile, directory: str | Path, progress: bool = True, time
         if problem:
             raise HydraMixError(f"{dest}: {problem}; delete it to download it again from {remote.url}")
         return dest
-    return download(
-        remote.url, dest, md5=remote.md5, sha256=remote.sha256, progress=progress, timeout=timeout
-    )
+    return download(remote.url, dest, md5=remote.md5, sha256=remote.sha256, progress=progress, timeout=timeout)
 
 
 def download(
@@ -148,12 +146,7 @@ def _download_to(url: str, part: Path, progress: bool, timeout: float) -> None:
 def safe_member_name(name: str, archive: str | Path) -> str:
     """``name`` as a normalised relative POSIX path; HydraMixError if absolute or climbing out with ``..``."""
     normal = posixpath.normpath(name.replace("\\", "/"))
-    if (
-        normal.startswith("/")
-        or (len(normal) > 1 and normal[1] == ":")
-        or normal == ".."
-        or normal.startswith("../")
-    ):
+    if normal.startswith("/") or (len(normal) > 1 and normal[1] == ":") or normal == ".." or normal.startswith("../"):
         raise HydraMixError(f"{archive}: member '{name}' would escape the target directory (path traversal)")
     return "" if normal == "." else normal
 
@@ -222,11 +215,7 @@ def read_members(path: str | Path, wanted: set[str]) -> dict[str, bytes]:
 
     HydraMixError naming the archive and the missing names if any is absent.
     """
-    members = (
-        iter_zip(path, wanted.__contains__)
-        if zipfile.is_zipfile(path)
-        else iter_tar(path, wanted.__contains__)
-    )
+    members = iter_zip(path, wanted.__contains__) if zipfile.is_zipfile(path) else iter_tar(path, wanted.__contains__)
     found: dict[str, bytes] = {}
     for member in members:
         if member.name in wanted and member.data is not None:

@@ -123,6 +123,4 @@ def _fit(im: Image.Image, resolution: int) -> Image.Image:
         return im
     side = min(width, height)
     left, top = (width - side) / 2, (height - side) / 2
-    return im.resize(
-        (resolution, resolution), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side)
-    )
+    return im.resize((resolution, resolution), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))

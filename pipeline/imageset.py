@@ -51,9 +51,7 @@ class ImageSet:
     def __post_init__(self) -> None:
         n = len(self.images)
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(
-                f"images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}"
-            )
+            raise ValueError(f"images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}")
         if self.labels.shape != (n,) or self.indices.shape != (n,):
             raise ValueError("labels and indices must be 1-D with one entry per image")
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):

@@ -138,9 +138,7 @@ class MaskSampler:
         self.cfg = cfg
         self.height, self.width = int(segments.shape[1]), int(segments.shape[2])
         if cfg.kind == "grid" and cfg.grid_cells[1] > min(self.height, self.width):
-            raise ValueError(
-                f"grid_cells max {cfg.grid_cells[1]} exceeds the image size {self.height}x{self.width}"
-            )
+            raise ValueError(f"grid_cells max {cfg.grid_cells[1]} exceeds the image size {self.height}x{self.width}")
         # numpy, not torch, for the small integer gathers: several times faster at these sizes on CPU.
         self._segments = np.ascontiguousarray(segments, dtype=np.int32)  # (M, H, W)
         self._n_segments = self._segments.reshape(len(segments), -1).max(1).astype(np.int64) + 1  # (M,)
@@ -169,9 +167,7 @@ class MaskSampler:
         if b and (n_valid.min() < 1 or (valid != (np.arange(n_max)[None, :] < n_valid[:, None])).any()):
             raise ValueError("each row needs at least one source, and padding (-1) only after its sources")
         if b and rows.max() >= len(self._segments):
-            raise ValueError(
-                f"source row {rows.max()} is out of range for {len(self._segments)} segmented images"
-            )
+            raise ValueError(f"source row {rows.max()} is out of range for {len(self._segments)} segmented images")
         seeds = derive_seeds(seed, np.arange(b)) if np.isscalar(seed) else np.asarray(seed, dtype=np.uint64)
         if seeds.shape != (b,):
             raise ValueError(f"seed must be an int or one seed per row ({b}), got shape {seeds.shape}")
@@ -210,12 +206,8 @@ class MaskSampler:
         k = lo + np.minimum((u[:, 0] * (hi - lo + 1)).astype(np.int64), hi - lo)
         cell_h, cell_w = self.height / k, self.width / k  # (B,) float cell sizes (>= 1 pixel)
         # A shift in [0, cell) moves the lines; the cells cut at the borders are partial cells.
-        ys = (
-            (np.arange(self.height)[None, :] + 0.5 + u[:, 1:2] * cell_h[:, None]) // cell_h[:, None]
-        ).astype(np.int32)
-        xs = ((np.arange(self.width)[None, :] + 0.5 + u[:, 2:3] * cell_w[:, None]) // cell_w[:, None]).astype(
-            np.int32
-        )
+        ys = ((np.arange(self.height)[None, :] + 0.5 + u[:, 1:2] * cell_h[:, None]) // cell_h[:, None]).astype(np.int32)
+        xs = ((np.arange(self.width)[None, :] + 0.5 + u[:, 2:3] * cell_w[:, None]) // cell_w[:, None]).astype(np.int32)
         side = hi + 1  # at most k + 1 cells per axis
         cells = ys[:, :, None] * side + xs[:, None, :]
         # Cells are >= 1 pixel, so the indices along an axis run 0..last without gaps.
@@ -225,9 +217,7 @@ class MaskSampler:
         return cells, present
 
 
-def _assign_regions(
-    regions: np.ndarray, present: np.ndarray, n_sources: np.ndarray, seeds: np.ndarray
-) -> np.ndarray:
+def _assign_regions(regions: np.ndarray, present: np.ndarray, n_sources: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """Give every region of each row to one of its sources; returns (B, H, W) int32 slot indices.
 
     regions: (B, H, W) int region ids < R; present: (B, R) bool. The present regions are put in a random

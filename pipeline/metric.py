@@ -106,9 +106,7 @@ class SynsetAccumulator:
         Returns the (B,) per-image entropies (nats, float32) for per-sample reporting.
         """
         if probs.ndim != 2 or probs.shape[1] != self.n_synsets or labels.shape != probs.shape[:1]:
-            raise ValueError(
-                f"expected probs (B, {self.n_synsets}) and labels (B,), got {probs.shape}, {labels.shape}"
-            )
+            raise ValueError(f"expected probs (B, {self.n_synsets}) and labels (B,), got {probs.shape}, {labels.shape}")
         h = entropy(probs.float())
         labels = labels.to(self.sum_p.device)
         self.sum_p.index_add_(0, labels, probs.to(self.sum_p))

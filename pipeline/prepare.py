@@ -85,9 +85,7 @@ def read_prepared_manifest(prepared: Path) -> dict[str, Any]:
     """The manifest of a prepared directory; HydraMixError if ``prepared`` is not one."""
     path = Path(prepared) / "manifest.json"
     if not path.is_file():
-        raise HydraMixError(
-            f"{prepared}: not a prepared dataset directory (no manifest.json); run `hydramix prepare`"
-        )
+        raise HydraMixError(f"{prepared}: not a prepared dataset directory (no manifest.json); run `hydramix prepare`")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -32,9 +32,7 @@ def _mse_to_db(mse: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse.clamp_min(floor))
 
 
-def mask_fidelity(
-    mix: Tensor, sources: Tensor, masks: Tensor, valid: Tensor | None = None
-) -> dict[str, float]:
+def mask_fidelity(mix: Tensor, sources: Tensor, masks: Tensor, valid: Tensor | None = None) -> dict[str, float]:
     """Region-wise PSNR of each mix to the source that owns the region and to the other sources.
 
     mix: (B, 3, H, W) in [0, 1]; sources: (B, N, 3, H, W) in [0, 1]; masks: (B, N, H, W) at image resolution
@@ -75,9 +73,7 @@ def plain_mean(sources: Tensor, valid: Tensor | None = None) -> Tensor:
     return (sources * w).sum(1) / w.sum(1)
 
 
-def fidelity_report(
-    mix: Tensor, sources: Tensor, masks: Tensor, valid: Tensor | None = None
-) -> dict[str, dict]:
+def fidelity_report(mix: Tensor, sources: Tensor, masks: Tensor, valid: Tensor | None = None) -> dict[str, dict]:
     """``mask_fidelity`` of the generator's mixes and of the two references, same masks and sources.
 
     Returns {"generator": ..., "pixel_composite": ..., "plain_mean": ...}, each a ``mask_fidelity`` dict.

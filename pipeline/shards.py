@@ -40,9 +40,7 @@ PLAN = "plan.json"
 FORMAT = "hydramix-webdataset/1"
 SHARD_RE = re.compile(r"^(?P<name>.+)-(?P<index>\d{6})\.tar$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
-_KEY_RE = re.compile(
-    r"^[A-Za-z0-9_-]{1,90}$"
-)  # no dots (WebDataset splits at the first one), fits a ustar name
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,90}$")  # no dots (WebDataset splits at the first one), fits a ustar name
 _MEMBER_SUFFIXES = ("png", "cls", "json")
 _READ_CHUNK = 1 << 20
 
@@ -60,9 +58,7 @@ class ShardConfig:
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
-            raise ValueError(
-                f"name must be letters, digits, '_' or '-' (no dots or slashes), got {self.name!r}"
-            )
+            raise ValueError(f"name must be letters, digits, '_' or '-' (no dots or slashes), got {self.name!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
@@ -281,9 +277,7 @@ def read_manifest(dataset_dir: str | Path) -> dict[str, Any]:
     """The parsed ``manifest.json`` of a dataset directory; HydraMixError if absent or not ours."""
     path = Path(dataset_dir) / MANIFEST
     if not path.is_file():
-        raise HydraMixError(
-            f"{dataset_dir}: not a synthetic dataset (no {MANIFEST}); run `hydramix synthesize`"
-        )
+        raise HydraMixError(f"{dataset_dir}: not a synthetic dataset (no {MANIFEST}); run `hydramix synthesize`")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -332,9 +326,7 @@ def load_images(dataset_dir: str | Path) -> ImageSet:
         if not path.is_file():
             raise HydraMixError(f"{path}: shard missing; run `hydramix verify {dataset_dir}`")
         if file_sha256(path) != entry["sha256"]:
-            raise HydraMixError(
-                f"{path}: sha256 differs from the manifest; run `hydramix verify {dataset_dir}`"
-            )
+            raise HydraMixError(f"{path}: sha256 differs from the manifest; run `hydramix verify {dataset_dir}`")
     total, res = int(manifest["total"]), int(manifest["resolution"])
     images = np.empty((total, res, res, 3), dtype=np.uint8)  # filled in place: no list of arrays, no copy
     labels = np.empty(total, dtype=np.int64)
@@ -347,9 +339,7 @@ def load_images(dataset_dir: str | Path) -> ImageSet:
         images[n], labels[n] = sample.image, sample.label
         n += 1
     if n != total:
-        raise HydraMixError(
-            f"{dataset_dir}: {n} samples, manifest says {total}; run `hydramix verify {dataset_dir}`"
-        )
+        raise HydraMixError(f"{dataset_dir}: {n} samples, manifest says {total}; run `hydramix verify {dataset_dir}`")
     try:
         return ImageSet(images, labels, np.arange(total, dtype=np.int64), tuple(manifest["class_names"]))
     except ValueError as exc:
@@ -387,9 +377,7 @@ def verify(dataset_dir: str | Path, progress: bool = False) -> list[str]:
             for sample in iter_shard(path):
                 n += 1
                 if res is not None and sample.image.shape != (res, res, 3):
-                    problems.append(
-                        f"{entry['name']}: sample {sample.key} is {sample.image.shape}, expected {res}px"
-                    )
+                    problems.append(f"{entry['name']}: sample {sample.key} is {sample.image.shape}, expected {res}px")
                 if not 0 <= sample.label < len(class_names):
                     problems.append(f"{entry['name']}: sample {sample.key} label {sample.label} out of range")
                 else:
@@ -438,11 +426,7 @@ def plan_dataset(directory: str | Path, identity: dict[str, Any], force: bool) -
     ours = _our_files(directory)
     if previous is not None and previous != identity or previous is None and ours:
         if not force:
-            what = (
-                _describe_difference(previous, identity)
-                if isinstance(previous, dict)
-                else "of unknown origin"
-            )
+            what = _describe_difference(previous, identity) if isinstance(previous, dict) else "of unknown origin"
             raise HydraMixError(
                 f"{directory} already holds a different synthetic dataset ({what}); "
                 "pass --force to replace it or choose another --out"
@@ -537,9 +521,7 @@ def write_dataset_shards(
             ids = shard_sample_ids(i, shards.shard_size, total)
             chunks = (ids[s : s + batch_size] for s in range(0, len(ids), batch_size))
             try:
-                entry = _write_rendered_shard(
-                    directory / shard_name(shards.name, i), renderer, chunks, bar.update
-                )
+                entry = _write_rendered_shard(directory / shard_name(shards.name, i), renderer, chunks, bar.update)
                 written[i] = {**entry, "rendered": True}
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -547,9 +529,7 @@ def write_dataset_shards(
                         f"{directory}: disk full while writing {shard_name(shards.name, i)}; no partial "
                         "shard was kept. Free space and run the same command again to finish the rest."
                     ) from None
-                raise HydraMixError(
-                    f"{directory}: cannot write {shard_name(shards.name, i)} ({exc})"
-                ) from None
+                raise HydraMixError(f"{directory}: cannot write {shard_name(shards.name, i)} ({exc})") from None
     return written
 
 
@@ -647,9 +627,7 @@ def write_dataset(
         )
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise HydraMixError(
-                f"{directory}: disk full ({exc}); free space and run the command again"
-            ) from None
+            raise HydraMixError(f"{directory}: disk full ({exc}); free space and run the command again") from None
         raise HydraMixError(f"{directory}: cannot write ({exc})") from None
     return manifest, written
 

@@ -74,6 +74,4 @@ def read_subset(directory: str | Path) -> Subset:
     if not manifest_path.is_file():
         raise HydraMixError(f"{directory}: not a subset directory (no manifest.json); run `hydramix subset`")
     manifest = json.loads(manifest_path.read_text())
-    return Subset(
-        read_parquet(directory / "train.parquet"), read_parquet(directory / "test.parquet"), manifest
-    )
+    return Subset(read_parquet(directory / "train.parquet"), read_parquet(directory / "test.parquet"), manifest)

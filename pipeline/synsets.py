@@ -65,9 +65,7 @@ def imagenet_vocabulary() -> Vocabulary:
     except Exception:  # timm absent or changed: fall back to class indices, which name the same synsets
         ids = tuple(f"imagenet:{i:04d}" for i in range(len(IMAGENET_CLASSNAMES)))
         source = "imagenet-1k (ids: class index; names: open_clip IMAGENET_CLASSNAMES)"
-    if len(ids) != len(IMAGENET_CLASSNAMES) or not all(
-        _WNID_RE.match(i) or i.startswith("imagenet:") for i in ids
-    ):
+    if len(ids) != len(IMAGENET_CLASSNAMES) or not all(_WNID_RE.match(i) or i.startswith("imagenet:") for i in ids):
         raise HydraMixError("installed timm/open_clip ImageNet metadata disagree (expected 1000 synsets)")
     return Vocabulary(ids=ids, names=tuple(IMAGENET_CLASSNAMES), source=source)
 

@@ -152,9 +152,7 @@ class Synthesizer:
                 raise HydraMixError("synthesize.mode is 'generator' but no generator was given")
             factor = int(generator.downsampling)
             if h % factor or w % factor:
-                raise HydraMixError(
-                    f"image size {h}x{w} is not divisible by the generator's downsampling {factor}"
-                )
+                raise HydraMixError(f"image size {h}x{w} is not divisible by the generator's downsampling {factor}")
             self._factor = factor
             self._generator = generator.to(device).eval().requires_grad_(False)
             self._channels_last = device.type in ("cpu", "cuda")
@@ -203,9 +201,7 @@ class Synthesizer:
         rows = np.take_along_axis(self._members[labels], order, axis=1)
         used = np.arange(hi)[None, :] < n[:, None]
         rows = np.where(used, rows, -1)
-        flipped = (
-            (row_uniforms(seeds, hi, _STREAM_FLIPS) < 0.5) & used if self.cfg.flip_sources else 0 * used > 0
-        )
+        flipped = (row_uniforms(seeds, hi, _STREAM_FLIPS) < 0.5) & used if self.cfg.flip_sources else 0 * used > 0
         return {"labels": labels, "seeds": seeds, "n": n, "rows": rows, "flipped": flipped}
 
     def render(self, sample_ids: np.ndarray) -> list[Rendered]:

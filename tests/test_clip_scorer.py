@@ -133,9 +133,7 @@ def test_text_embeddings_cached_on_disk(tiny_clip, tmp_path, monkeypatch):
     for f in tmp_path.glob("text-*.safetensors"):
         f.write_bytes(b"garbage")  # a damaged entry is recomputed, not trusted
     calls.clear()
-    assert torch.allclose(
-        text_embeddings(tiny_clip, names, template_set, cache_dir=tmp_path), first, atol=1e-6
-    )
+    assert torch.allclose(text_embeddings(tiny_clip, names, template_set, cache_dir=tmp_path), first, atol=1e-6)
     assert calls
 
 
@@ -167,13 +165,9 @@ def test_score_source_streams_shards_into_the_sample_table(tiny_clip, tmp_path):
     classes = text_embeddings(tiny_clip, ("a", "b"), template_set)
 
     def run(batch_size: int, out: Path):
-        source = ScoreSource(
-            "synth", ("a", "b"), batches_from_samples(shards.iter_samples(dataset), batch_size)
-        )
+        source = ScoreSource("synth", ("a", "b"), batches_from_samples(shards.iter_samples(dataset), batch_size))
         with SampleTableWriter(out) as sink:
-            return score_source(
-                tiny_clip, source, vocab, synsets, classes, top_k=5, sink=sink, progress=False
-            )
+            return score_source(tiny_clip, source, vocab, synsets, classes, top_k=5, sink=sink, progress=False)
 
     m3 = run(3, tmp_path / "s3.parquet")
     m10 = run(10, tmp_path / "s10.parquet")
@@ -246,9 +240,7 @@ def test_imagenet_vocabulary_has_wordnet_ids():
 
 
 def test_read_vocabulary_formats_and_errors(tmp_path):
-    vocab = read_vocabulary(
-        write_lines(tmp_path / "ok.txt", ["# comment", "", "n01440764\ttench", "red fox"])
-    )
+    vocab = read_vocabulary(write_lines(tmp_path / "ok.txt", ["# comment", "", "n01440764\ttench", "red fox"]))
     assert vocab.ids == ("n01440764", "red fox") and vocab.names == ("tench", "red fox")
     assert vocab.digest() != read_vocabulary(write_lines(tmp_path / "b.txt", ["red fox"])).digest()
     cases = {

@@ -148,9 +148,7 @@ def test_bad_rows_are_rejected(segments):
 
 
 def test_mask_config_loads_from_params_and_rejects_bad_values():
-    cfg = from_dict(
-        MaskConfig, {"kind": "grid", "n_sources": [2, 5], "grid_cells": [3, 3]}, "generator.masks"
-    )
+    cfg = from_dict(MaskConfig, {"kind": "grid", "n_sources": [2, 5], "grid_cells": [3, 3]}, "generator.masks")
     assert cfg.n_sources == (2, 5) and cfg.kind == "grid"
     bad = [
         ({"n_sources": [1, 3]}, "n_sources"),

@@ -42,17 +42,14 @@ def make_folder_archive(path: Path, n_train: int = 6, n_test: int = 2, classes=(
 
 def write_params(path: Path, dataset: str = "folder", folder_path: str = "x", k: int = 2) -> Path:
     path.write_text(
-        f"prepare:\n  dataset: {dataset}\n  folder_path: {folder_path}\n  resolution: 8\n"
-        f"subset:\n  k: {k}\n  seed: 0\n"
+        f"prepare:\n  dataset: {dataset}\n  folder_path: {folder_path}\n  resolution: 8\nsubset:\n  k: {k}\n  seed: 0\n"
     )
     return path
 
 
 def test_prepare_library_writes_prepared_dir(tmp_path):
     archive = make_folder_archive(tmp_path / "ds.tar.gz")
-    manifest = prepare(
-        PrepareConfig("folder", str(archive), 8), tmp_path / "dl", tmp_path / "prep", progress=False
-    )
+    manifest = prepare(PrepareConfig("folder", str(archive), 8), tmp_path / "dl", tmp_path / "prep", progress=False)
     assert sorted(p.name for p in (tmp_path / "prep").iterdir()) == [
         "manifest.json",
         "test.parquet",
@@ -95,9 +92,7 @@ def test_prepare_help():
     ],
 )
 def test_prepare_bad_input_is_a_clean_error(tmp_path, args, message):
-    params = write_params(
-        tmp_path / "params.yaml", folder_path=str(make_folder_archive(tmp_path / "d.tar.gz"))
-    )
+    params = write_params(tmp_path / "params.yaml", folder_path=str(make_folder_archive(tmp_path / "d.tar.gz")))
     out = tmp_path / "prep"
     result = runner.invoke(app, ["prepare", "--out", str(out), "--params", str(params), *args])
     assert result.exit_code == 1

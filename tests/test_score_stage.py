@@ -64,9 +64,7 @@ def test_no_weights_writes_skipped_outputs_and_exits_0(tmp_path, tiny_subset):
 
 
 def test_require_weights_fails_and_writes_nothing(tmp_path, tiny_subset):
-    params = write_params(
-        tmp_path / "params.yaml", pretrained=str(tmp_path / "none.bin"), require_weights=True
-    )
+    params = write_params(tmp_path / "params.yaml", pretrained=str(tmp_path / "none.bin"), require_weights=True)
     result = invoke(tmp_path, tiny_subset, params=params)
     assert result.exit_code == 1
     assert "require_weights is true" in result.stderr and "Traceback" not in result.output
@@ -97,9 +95,7 @@ def test_missing_subset_is_an_error(tmp_path):
 
 def test_full_run_on_a_tiny_local_checkpoint(tmp_path, tiny_subset):
     checkpoint = tiny_checkpoint(tmp_path / "tiny")
-    synth = synthetic_dataset(
-        tmp_path / "synth", n_per_class=3, class_names=("circle", "square", "stripes", "checker")
-    )
+    synth = synthetic_dataset(tmp_path / "synth", n_per_class=3, class_names=("circle", "square", "stripes", "checker"))
     vocab = write_lines(tmp_path / "vocab.txt", ["n02121808\tdomestic cat", "n02084071\tdog", "car", "tree"])
     params = write_params(tmp_path / "params.yaml", model=TINY_NAME, vocabulary=str(vocab))
     extra = ["--pretrained", str(checkpoint), "--synthetic", f"mix={synth}"]

@@ -36,9 +36,7 @@ class StandInRenderer:
         out = []
         for s in sample_ids:
             img = np.random.default_rng(int(s)).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-            out.append(
-                Sample(f"{int(s):08d}", img, int(s) % len(CLASSES), {"sample": int(s), "sources": [1, 2]})
-            )
+            out.append(Sample(f"{int(s):08d}", img, int(s) % len(CLASSES), {"sample": int(s), "sources": [1, 2]}))
         return out
 
 
@@ -135,9 +133,7 @@ def test_split_across_ranks_is_byte_identical(tmp_path):
     parts = [shards.shards_for_rank(count, r, 2) for r in range(2)]
     assert parts == [[0, 2], [1, 3]]
     for part in parts:  # two separate "processes", each with its own renderer
-        shards.write_dataset_shards(
-            tmp_path / "split", StandInRenderer(5), cfg, 3, indices=part, progress=False
-        )
+        shards.write_dataset_shards(tmp_path / "split", StandInRenderer(5), cfg, 3, indices=part, progress=False)
     assert digests(tmp_path / "one") == digests(tmp_path / "split") and len(digests(tmp_path / "one")) == 4
     with pytest.raises(HydraMixError):
         shards.shards_for_rank(4, 2, 2)
@@ -194,9 +190,7 @@ def test_verify_catches_flipped_byte_missing_and_unlisted_shards(tmp_path):
         shards.load_images(ds)
     (ds / "extra-000000.tar").write_bytes(b"")
     assert any("not listed" in p for p in shards.verify(ds))
-    assert (
-        shards.verify(tmp_path / "nothing") and "no manifest.json" in shards.verify(tmp_path / "nothing")[0]
-    )
+    assert shards.verify(tmp_path / "nothing") and "no manifest.json" in shards.verify(tmp_path / "nothing")[0]
 
 
 def test_verify_checks_labels_against_classes(tmp_path):
@@ -276,9 +270,7 @@ def test_plan_names_the_differing_nested_key(tmp_path):
 
 
 def test_write_dataset_split_writes_the_manifest_when_the_last_share_is_done(tmp_path):
-    kwargs = dict(
-        identity={"what": "split"}, class_names=CLASSES, resolution=8, card=lambda m: f"{m['total']}\n"
-    )
+    kwargs = dict(identity={"what": "split"}, class_names=CLASSES, resolution=8, card=lambda m: f"{m['total']}\n")
     cfg = ShardConfig("toy", 4)
     manifest, written = shards.write_dataset(
         tmp_path / "ds", StandInRenderer(5), cfg, 4, indices=[1, 3], progress=False, **kwargs

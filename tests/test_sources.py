@@ -34,9 +34,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def _cifar_batch(images: np.ndarray, labels: list[int], labels_key: bytes) -> bytes:
     """A batch like the official python pickles: (N, 3072) uint8 channel-major rows, labels as a list."""
     data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-    return pickle.dumps(
-        {b"batch_label": b"x", labels_key: labels, b"data": data, b"filenames": []}, protocol=2
-    )
+    return pickle.dumps({b"batch_label": b"x", labels_key: labels, b"data": data, b"filenames": []}, protocol=2)
 
 
 def _remote(path: Path, url: str = "http://127.0.0.1:9/unused") -> RemoteFile:
@@ -52,9 +50,7 @@ def cifar10_files(tmp_path):
     """cifar-10-python.tar.gz (5 batches of 3) + ciFAIR-10.zip (test of 4), with the official inner paths."""
     train = _images(15, 0)
     train_labels = [i % 3 for i in range(15)]
-    names = pickle.dumps(
-        {b"label_names": [b"airplane", b"automobile", b"bird"], b"num_vis": 3072}, protocol=2
-    )
+    names = pickle.dumps({b"label_names": [b"airplane", b"automobile", b"bird"], b"num_vis": 3072}, protocol=2)
     tar_path = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(tar_path, "w:gz") as tar:
         _add(tar, "cifar-10-batches-py/batches.meta", names)
@@ -107,15 +103,11 @@ def test_cifar_pixel_layout_is_rgb_row_major():
 
 def test_cifair100_uses_fine_labels(tmp_path):
     train, test = _images(6, 2), _images(3, 3)
-    meta = pickle.dumps(
-        {b"fine_label_names": [b"apple", b"bee"], b"coarse_label_names": [b"food"]}, protocol=2
-    )
+    meta = pickle.dumps({b"fine_label_names": [b"apple", b"bee"], b"coarse_label_names": [b"food"]}, protocol=2)
 
     def batch(images, fine):
         data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-        return pickle.dumps(
-            {b"data": data, b"fine_labels": fine, b"coarse_labels": [0] * len(fine)}, protocol=2
-        )
+        return pickle.dumps({b"data": data, b"fine_labels": fine, b"coarse_labels": [0] * len(fine)}, protocol=2)
 
     tar_path = tmp_path / "cifar-100-python.tar.gz"
     with tarfile.open(tar_path, "w:gz") as tar:

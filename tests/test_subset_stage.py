@@ -136,9 +136,7 @@ def test_real_cifar10_archive_k10_seed0(real_prepared, tmp_path):
     assert sum(manifest["counts"]["train"].values()) == 100
     assert set(manifest["counts"]["train"].values()) == {10}
     assert sum(manifest["counts"]["test"].values()) == 10_000
-    assert (
-        manifest["source"][0]["sha256"] == "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db"
-    )
+    assert manifest["source"][0]["sha256"] == "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db"
     k5 = make_subset(real_prepared, tmp_path / "k5", SubsetConfig(5, 0))
     assert set(k5["indices"]) < set(manifest["indices"])
     again = make_subset(real_prepared, tmp_path / "k10b", SubsetConfig(10, 0))

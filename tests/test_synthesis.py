@@ -35,9 +35,7 @@ def _generator() -> HydraMixGenerator:
 
 
 def _synth(mode: str = "generator", dtype: torch.dtype = torch.float32, **cfg) -> Synthesizer:
-    cfg = SynthConfig(
-        **{"n_per_class": 8, "seed": 7, "n_sources": (2, 4), "batch_size": 4, "mode": mode, **cfg}
-    )
+    cfg = SynthConfig(**{"n_per_class": 8, "seed": 7, "n_sources": (2, 4), "batch_size": 4, "mode": mode, **cfg})
     return Synthesizer(_train(), cfg, MASKS, _generator() if mode == "generator" else None, CPU, dtype)
 
 
@@ -129,9 +127,7 @@ def test_compose_on_a_hand_made_case():
 def test_segmentation_and_encoding_run_once(monkeypatch):
     calls = []
     real = synthesis.segment_images
-    monkeypatch.setattr(
-        synthesis, "segment_images", lambda images, cfg: calls.append(len(images)) or real(images, cfg)
-    )
+    monkeypatch.setattr(synthesis, "segment_images", lambda images, cfg: calls.append(len(images)) or real(images, cfg))
     g = _generator()
     encoded = []
     real_encode = g.encode

@@ -17,14 +17,9 @@ runner = CliRunner()
 def make_dataset(directory: Path) -> None:
     """9 samples of 3 classes in shards of 4 (4 + 4 + 1)."""
     rng = np.random.default_rng(0)
-    samples = [
-        Sample(f"{s:06d}", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), s % 3, {"s": s}) for s in range(9)
-    ]
+    samples = [Sample(f"{s:06d}", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), s % 3, {"s": s}) for s in range(9)]
     directory.mkdir()
-    entries = [
-        shards.write_shard(directory / shards.shard_name("t", i), samples[4 * i : 4 * i + 4])
-        for i in range(3)
-    ]
+    entries = [shards.write_shard(directory / shards.shard_name("t", i), samples[4 * i : 4 * i + 4]) for i in range(3)]
     shards.finish_dataset(
         directory,
         entries,

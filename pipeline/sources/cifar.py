@@ -139,9 +139,7 @@ def load_cifar_release(release: CifarRelease, options: SourceOptions) -> SourceD
     blobs = read_members(train_path, {*release.train_members, release.meta_member})
     meta_where = f"{train_path}:{release.meta_member}"
     names = parse_label_names(blobs[release.meta_member], release.names_key, meta_where)
-    parts = [
-        parse_cifar_batch(blobs[m], release.labels_key, f"{train_path}:{m}") for m in release.train_members
-    ]
+    parts = [parse_cifar_batch(blobs[m], release.labels_key, f"{train_path}:{m}") for m in release.train_members]
     train_images = np.concatenate([p[0] for p in parts])
     train_labels = np.concatenate([p[1] for p in parts])
 

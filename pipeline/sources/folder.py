@@ -50,9 +50,7 @@ def _iter_tree(root: Path) -> Iterator[tuple[str, bool, Path | None]]:
             yield (f if rel_dir == "." else f"{rel_dir}/{f}"), False, Path(dirpath) / f
 
 
-def _decode_batch(
-    batch: list[tuple[str, bytes | str]], resolution: int
-) -> list[tuple[np.ndarray | None, str]]:
+def _decode_batch(batch: list[tuple[str, bytes | str]], resolution: int) -> list[tuple[np.ndarray | None, str]]:
     """Each (display name, bytes or file path) -> (image or None if not an image, sha256 of the bytes)."""
     out = []
     for name, payload in batch:
