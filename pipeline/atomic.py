@@ -6,18 +6,33 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write ``payload`` as sorted, indented JSON via a temporary sibling and a rename."""
+def write_file(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it to ``path``; on any error the
+    temporary file is removed and ``path`` (old content or absent) is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as sorted, indented JSON atomically."""
+    write_file(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Save a matplotlib figure as PNG atomically, without the 'Software' entry (bytes independent of the
+    matplotlib version)."""
+    write_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None}))
 
 
 @contextlib.contextmanager

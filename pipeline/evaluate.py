@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.atomic import save_figure
 from pipeline.devices import autocast
 from pipeline.imageset import ImageSet
 
@@ -33,9 +33,7 @@ def predict(
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            chunk = torch.from_numpy(images.images[start : start + batch_size]).to(
-                device
-            )  # (B, H, W, 3) uint8
+            chunk = torch.from_numpy(images.images[start : start + batch_size]).to(device)  # (B, H, W, 3) uint8
             x = (chunk.permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
             with autocast(device, dtype):
                 logits = model(x.contiguous(memory_format=torch.channels_last))
@@ -43,9 +41,7 @@ def predict(
     return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
 
 
-def accuracy_metrics(
-    labels: np.ndarray, predictions: np.ndarray, class_names: tuple[str, ...]
-) -> dict[str, Any]:
+def accuracy_metrics(labels: np.ndarray, predictions: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
     """Top-1, macro-average and per-class accuracy (fractions in [0, 1]) and the confusion matrix.
 
     labels, predictions: (N,) int in [0, C). confusion[i][j] counts images of true class i predicted as j.
@@ -66,9 +62,7 @@ def accuracy_metrics(
     }
 
 
-def plot_confusion(
-    confusion: list[list[int]], class_names: tuple[str, ...], path: str | Path, title: str
-) -> None:
+def plot_confusion(confusion: list[list[int]], class_names: tuple[str, ...], path: str | Path, title: str) -> None:
     """Write a row-normalised confusion-matrix heat map (counts written in the cells) as a PNG, atomically."""
     import matplotlib
 
@@ -99,12 +93,7 @@ def plot_confusion(
                     color="white" if rates[i, j] > 0.5 else "black",
                 )
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
     try:
-        fig.savefig(tmp, dpi=100, metadata={"Software": None})
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import save_figure
 from pipeline.augment import METHODS
 from pipeline.errors import HydraMixError
 
@@ -124,12 +124,7 @@ def plot_results(rows: list[dict[str, Any]], path: str | Path) -> None:
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(f"{dataset}, k={k}")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
     try:
-        fig.savefig(tmp, dpi=100, metadata={"Software": None})
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import distributed
+from pipeline.atomic import write_file
 from pipeline.augment import SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter, check_method
 from pipeline.classifiers import ARCHITECTURES, build_classifier
 from pipeline.config import to_dict
@@ -40,9 +41,7 @@ class ClassifierConfig:
     dropout: float = 0.0  # WRN dropout between the block's convolutions
     iterations: int = 300  # fixed budget of optimiser steps
     batch_size: int = 64  # images per step, real + synthetic
-    synthetic_share: float = (
-        0.5  # fraction of each batch drawn from the synthetic set (synthetic methods only)
-    )
+    synthetic_share: float = 0.5  # fraction of each batch drawn from the synthetic set (synthetic methods only)
     lr: float = 0.05  # peak learning rate
     warmup_iterations: int = 20  # linear warm-up before the cosine decay
     momentum: float = 0.9  # Nesterov momentum
@@ -156,9 +155,7 @@ class BatchSource:
         seed: int,
     ) -> None:
         # At least one real image per batch, whatever the share rounds to.
-        self.n_synthetic = (
-            min(round(batch_size * synthetic_share), batch_size - 1) if synthetic is not None else 0
-        )
+        self.n_synthetic = min(round(batch_size * synthetic_share), batch_size - 1) if synthetic is not None else 0
         self.n_real = batch_size - self.n_synthetic
         # The whole dataset lives on the device once; a step only gathers.
         self.real_images = torch.from_numpy(real.images).to(device)
@@ -266,9 +263,7 @@ def train_classifier(
             losses.append(distributed.mean_over_ranks({"loss": loss})["loss"].item())
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     seconds = time.perf_counter() - start
-    cpu_seconds = (
-        time.process_time() - cpu_start
-    )  # all threads; robust to other processes on a shared machine
+    cpu_seconds = time.process_time() - cpu_start  # all threads; robust to other processes on a shared machine
     distributed.average_buffers(model)
     model.eval()
 
@@ -326,13 +321,7 @@ def save_checkpoint(
         "synthetic": synthetic_manifest,
         "stats": result.stats,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(payload, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipeline import distributed
+from pipeline.atomic import write_file
 from pipeline.config import to_dict
 from pipeline.devices import autocast, resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
@@ -121,12 +121,8 @@ class GeneratorConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and self.lr_discriminator > 0 and 0 < self.lr_gamma <= 1):
             raise ValueError("lr and lr_discriminator must be > 0 and lr_gamma in (0, 1]")
-        if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(
-            self.lr_milestones
-        ):
-            raise ValueError(
-                f"lr_milestones must be increasing fractions in (0, 1), got {list(self.lr_milestones)}"
-            )
+        if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ValueError(f"lr_milestones must be increasing fractions in (0, 1), got {list(self.lr_milestones)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,9 +151,7 @@ def prepare_images(train: ImageSet, cfg: GeneratorConfig) -> np.ndarray:
             "use a subset at that resolution or set generator.resize_subset: true"
         )
     x = torch.from_numpy(train.images).permute(0, 3, 1, 2).float()
-    x = F.interpolate(
-        x, size=(cfg.resolution, cfg.resolution), mode="bicubic", antialias=True, align_corners=False
-    )
+    x = F.interpolate(x, size=(cfg.resolution, cfg.resolution), mode="bicubic", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
@@ -468,9 +462,7 @@ def evaluate(
         masks = sampler.sample(rows, seed=_seed_of(rng), flipped=flips).to(device)
         sources, valid = gather_sources(images, rows, flips)
         with autocast(device, dtype):
-            mix = g(
-                sources.contiguous(), to_feature_resolution(masks, HydraMixGenerator.downsampling)
-            ).float()
+            mix = g(sources.contiguous(), to_feature_resolution(masks, HydraMixGenerator.downsampling)).float()
         reports.append((len(rows), fidelity_report((mix + 1) / 2, (sources + 1) / 2, masks, valid)))
     return {
         "reconstruction_psnr_db": float(torch.cat(psnrs).mean()),
@@ -489,8 +481,7 @@ def _weighted_fidelity(reports: list[tuple[int, dict[str, dict]]]) -> dict[str, 
     for method in reports[0][1]:
         total = sum(r[method]["regions"] for _, r in reports)
         entry = {
-            key: sum(r[method][key] * r[method]["regions"] for _, r in reports if r[method]["regions"])
-            / max(total, 1)
+            key: sum(r[method][key] * r[method]["regions"] for _, r in reports if r[method]["regions"]) / max(total, 1)
             for key in ("assigned_db", "non_assigned_db", "gap_db")
         }
         entry["regions"] = total
@@ -545,13 +536,7 @@ def replace_n(cfg: GeneratorConfig, n: int) -> GeneratorConfig:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
@@ -593,9 +578,7 @@ def _load_train_state(path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, devi
     if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_STATE_FORMAT:
         raise HydraMixError(f"{path} is not a hydramix generator training checkpoint; it was left untouched")
     if ckpt["config"] != _resume_key(cfg) or ckpt["subset_sha256"] != subset_sha256:
-        raise HydraMixError(
-            f"checkpoint {path} belongs to a different config or subset; delete it to start over"
-        )
+        raise HydraMixError(f"checkpoint {path} belongs to a different config or subset; delete it to start over")
     g.load_state_dict(ckpt["generator"])
     d.load_state_dict(ckpt["discriminator"])
     opt_g.load_state_dict(ckpt["opt_g"])
@@ -662,15 +645,9 @@ def write_loss_curve(path: str | Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: (v if k == "step" else f"{v:.6g}") for k, v in row.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: tmp.write_text(buf.getvalue()))
 
 
 def write_png(path: str | Path, picture: np.ndarray) -> None:
     """(H, W, 3) uint8 -> PNG file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(picture, mode="RGB").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: Image.fromarray(picture, mode="RGB").save(tmp, format="PNG"))

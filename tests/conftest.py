@@ -12,11 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.imageset import ImageSet
 from pipeline.subsets import write_subset
 
 TINY_CLASSES = ("circle", "square", "stripes", "checker")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one intra-op thread: tensors here are tiny, and on a busy 2-core machine contended
+    OpenMP threads made them up to ~100x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def make_imageset(

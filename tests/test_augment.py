@@ -10,15 +10,6 @@ from pipeline.augment import METHODS, AugmentConfig, BatchAugmenter, check_metho
 from pipeline.errors import HydraMixError
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: a second OpenMP thread only adds spin-waiting on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _candidates(image: np.ndarray, pad: int) -> list[np.ndarray]:
     """Every crop (and its mirror) of the reflect-padded image."""
     h, w, _ = image.shape

@@ -6,21 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import make_imageset
 from typer.testing import CliRunner
 
 from pipeline.shards import Sample, finish_dataset, write_shard
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: a second OpenMP thread only adds spin-waiting on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 runner = CliRunner()
 
@@ -143,9 +132,7 @@ def test_train_evaluate_report_end_to_end(app, tmp_path, params, tiny_subset):
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
     table, summary = tmp_path / "report.md", tmp_path / "report.png"
-    result = invoke(
-        app, "report", "--metrics", tmp_path / "eval", "--out-table", table, "--out-plot", summary
-    )
+    result = invoke(app, "report", "--metrics", tmp_path / "eval", "--out-table", table, "--out-plot", summary)
     assert result.exit_code == 0, result.output
     assert "| tiny | 8 | baseline |" in table.read_text() and summary.is_file()
 
@@ -179,9 +166,7 @@ def _fails(result, *fragments: str) -> None:
 def test_bad_method_arch_and_synthetic_rules(app, tmp_path, params, tiny_subset):
     out = tmp_path / "x.pt"
     base = ["--subset", tiny_subset, "--out", out, "--params", params]
-    _fails(
-        invoke(app, "train-classifier", "--method", "mixmix", *base), "unknown method 'mixmix'", "hydramix"
-    )
+    _fails(invoke(app, "train-classifier", "--method", "mixmix", *base), "unknown method 'mixmix'", "hydramix")
     _fails(
         invoke(app, "train-classifier", "--method", "baseline", "--arch", "vgg", *base),
         "unknown architecture 'vgg'",
@@ -199,9 +184,7 @@ def test_bad_method_arch_and_synthetic_rules(app, tmp_path, params, tiny_subset)
 def test_synthetic_class_mismatch_and_corrupt_shard(app, tmp_path, params, tiny_subset):
     base = ["--subset", tiny_subset, "--out", tmp_path / "x.pt", "--params", params]
     three = write_synthetic(tmp_path / "three", n_classes=3)
-    _fails(
-        invoke(app, "train-classifier", "--method", "hydramix", "--synthetic", three, *base), "do not match"
-    )
+    _fails(invoke(app, "train-classifier", "--method", "hydramix", "--synthetic", three, *base), "do not match")
     broken = write_synthetic(tmp_path / "broken")
     shard = broken / "hydramix-000000.tar"
     data = bytearray(shard.read_bytes())

@@ -9,15 +9,6 @@ from pipeline.classifiers import ARCHITECTURES, WideResNet, build_classifier
 from pipeline.errors import HydraMixError
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: a second OpenMP thread only adds spin-waiting on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_registry_names():
     assert {"wrn-16-8", "wrn-16-2", "resnet50"} <= set(ARCHITECTURES)
 
@@ -36,9 +27,7 @@ def test_wrn_forward_backward_every_parameter_gets_a_gradient(arch):
 def test_wrn_16_8_widths():
     model = build_classifier("wrn-16-8", num_classes=10, dropout=0.3)
     assert model.fc.in_features == 512  # 64 * k
-    assert (
-        sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 6
-    )  # one per block, 2 blocks x 3 stages
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 6  # one per block, 2 blocks x 3 stages
 
 
 def test_resnet50_is_untrained_and_has_requested_classes():

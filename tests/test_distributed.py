@@ -120,14 +120,6 @@ with distributed.session() as launch:
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Single process: every helper is a no-op.
 

@@ -8,15 +8,6 @@ import torch
 from pipeline.networks import HydraMixGenerator, PatchDiscriminator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine, contended OpenMP threads make tiny convs far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _grid_masks(b: int, n: int, h: int, w: int) -> torch.Tensor:
     """(B, N, h, w) hard masks: column stripes, stripe i owned by source i (sums to 1 over N)."""
     owner = (torch.arange(w) * n // w).expand(b, h, w)
@@ -77,9 +68,7 @@ def test_identity_masks_reconstruct_after_overfit() -> None:
     torch.manual_seed(0)
     g = HydraMixGenerator(width=8, encoder_blocks=1, decoder_blocks=1)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
-    images = (
-        torch.stack([torch.stack([yy, xx, yy * xx]), torch.stack([xx, -yy, xx.abs()])]) * 0.8
-    )  # (2, 3, 16, 16)
+    images = torch.stack([torch.stack([yy, xx, yy * xx]), torch.stack([xx, -yy, xx.abs()])]) * 0.8  # (2, 3, 16, 16)
     sources = images.unsqueeze(1)  # (2, 1, 3, 16, 16): N = 1 and the mask is all ones
     masks = torch.ones(2, 1, 4, 4)
     opt = torch.optim.Adam(g.parameters(), lr=3e-3)

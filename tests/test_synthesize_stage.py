@@ -86,15 +86,6 @@ def make_generator(path: Path, subset: Path, class_names=None, resolution: int =
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy machine their barriers cost ~100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def setup(tmp_path, tiny_subset):
     params = tmp_path / "params.yaml"

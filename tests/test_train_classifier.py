@@ -25,16 +25,6 @@ from pipeline.train_classifier import (
     train_classifier,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: a second OpenMP thread only adds spin-waiting on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 TINY = ClassifierConfig(arch="wrn-10-1", iterations=3, batch_size=8, warmup_iterations=1, device="cpu")
 
 
@@ -50,9 +40,7 @@ def synthetic():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_trains_a_few_steps(method, real, synthetic):
-    result = train_classifier(
-        method, real, TINY, synthetic if method in SYNTHETIC_METHODS else None, progress=False
-    )
+    result = train_classifier(method, real, TINY, synthetic if method in SYNTHETIC_METHODS else None, progress=False)
     assert np.isfinite(result.stats["final_loss"])
     assert not result.model.training
     assert result.stats["n_synthetic"] == (len(synthetic) if method in SYNTHETIC_METHODS else 0)
@@ -60,9 +48,7 @@ def test_each_method_trains_a_few_steps(method, real, synthetic):
 
 def test_same_seed_same_model_other_seed_other_model(real):
     def weights(seed):
-        model = train_classifier(
-            "trivialaugment", real, dataclasses.replace(TINY, seed=seed), progress=False
-        ).model
+        model = train_classifier("trivialaugment", real, dataclasses.replace(TINY, seed=seed), progress=False).model
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     first = weights(0)
@@ -87,9 +73,7 @@ def test_synthetic_classes_must_match(real):
 
 
 def test_batch_source_mixes_the_synthetic_share(real, synthetic):
-    source = BatchSource(
-        real, synthetic, batch_size=8, synthetic_share=0.25, device=torch.device("cpu"), seed=0
-    )
+    source = BatchSource(real, synthetic, batch_size=8, synthetic_share=0.25, device=torch.device("cpu"), seed=0)
     assert (source.n_real, source.n_synthetic) == (6, 2)
     images, labels = source.next_batch()
     assert images.shape == (8, 16, 16, 3) and labels.shape == (8,)

@@ -29,15 +29,6 @@ from stages.cli import app
 from tests.conftest import make_imageset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine, contended OpenMP threads make tiny convs far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(**changes) -> GeneratorConfig:
     cfg = GeneratorConfig(
         resolution=16,
@@ -88,9 +79,7 @@ def test_determinism_and_outputs(images) -> None:
     m = a.metrics
     assert m["step"] == 4 and np.isfinite(m["reconstruction_psnr_db"])
     assert set(m["mask_fidelity"]) == {"generator", "pixel_composite", "plain_mean"}
-    assert (
-        m["mask_fidelity"]["pixel_composite"]["gap_db"] > 10
-    )  # hard masks: the composite follows them exactly
+    assert m["mask_fidelity"]["pixel_composite"]["gap_db"] > 10  # hard masks: the composite follows them exactly
     assert m["throughput"]["source_images_per_s"] > 0
     assert a.grid.dtype == np.uint8 and a.grid.shape[2] == 3
     c = train_generator(images, tiny_config(seed=4), subset_sha256="s", progress=False)
