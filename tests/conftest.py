@@ -7,6 +7,7 @@ Its signature is stable; other modules rely on it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pytest
 import torch
 
 from pipeline.imageset import ImageSet
+from pipeline.masks import MaskConfig
 from pipeline.subsets import write_subset
+from pipeline.train_generator import DiscriminatorConfig, GeneratorConfig, ModelConfig
 
 TINY_CLASSES = ("circle", "square", "stripes", "checker")
 
@@ -112,3 +115,30 @@ def shared_dir() -> Path:
     if not (shared / "datasets").is_dir():
         pytest.skip(f"real data not available: {shared / 'datasets'} is absent")
     return shared
+
+
+def tiny_generator_config(**changes) -> GeneratorConfig:
+    """A generator config small enough for a CPU test (16 px, width 8, 4 steps); ``changes`` replace fields."""
+    cfg = GeneratorConfig(
+        resolution=16,
+        resize_subset=False,
+        iterations=4,
+        batch_size=2,
+        lr=1e-3,
+        lr_discriminator=2e-4,
+        lr_milestones=(0.5,),
+        lr_gamma=0.5,
+        flip=True,
+        cap_sources_to_class_size=False,
+        checkpoint_every=2,
+        log_every=1,
+        eval_mixes=4,
+        grid_mixes=2,
+        seed=3,
+        device="cpu",
+        precision="fp32",
+        model=ModelConfig(width=8, encoder_blocks=1, decoder_blocks=1),
+        discriminator=DiscriminatorConfig(width=8, n_layers=2),
+        masks=MaskConfig(kind="segmentation", n_sources=(2, 3), scale=20.0, min_size=5),
+    )
+    return dataclasses.replace(cfg, **changes)

@@ -28,35 +28,18 @@ import pipeline.train_generator as tg
 from pipeline import distributed
 from pipeline.config import to_dict
 from pipeline.errors import HydraMixError
-from pipeline.masks import MaskConfig
 from pipeline.train_classifier import ClassifierConfig, train_classifier
-from pipeline.train_generator import DiscriminatorConfig, GeneratorConfig, ModelConfig, train_generator
+from pipeline.train_generator import DiscriminatorConfig, ModelConfig, train_generator
 from stages.cli import app
-from tests.conftest import build_subset_dir, make_imageset
+from tests.conftest import build_subset_dir, make_imageset, tiny_generator_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-GENERATOR = GeneratorConfig(
-    resolution=16,
-    resize_subset=False,
+GENERATOR = tiny_generator_config(
     iterations=3,
     batch_size=4,  # global: 2 mixes per process
-    lr=1e-3,
-    lr_discriminator=2e-4,
-    lr_milestones=(0.5,),
-    lr_gamma=0.5,
-    flip=True,
-    cap_sources_to_class_size=False,
-    checkpoint_every=2,
-    log_every=1,
-    eval_mixes=4,
-    grid_mixes=2,
-    seed=3,
-    device="cpu",
-    precision="fp32",
     model=ModelConfig(width=4, encoder_blocks=1, decoder_blocks=1),
     discriminator=DiscriminatorConfig(width=4, n_layers=2),
-    masks=MaskConfig(kind="segmentation", n_sources=(2, 3), scale=20.0, min_size=5),
 )
 CLASSIFIER = ClassifierConfig(
     arch="wrn-10-1", iterations=3, batch_size=8, warmup_iterations=1, device="cpu", precision="fp32"

@@ -28,11 +28,11 @@ from pipeline.synthesis import SynthConfig, Synthesizer
 from pipeline.train_generator import (
     DiscriminatorConfig,
     GeneratorConfig,
-    LossConfig,
     ModelConfig,
     save_generator,
 )
 from stages.cli import app
+from tests.conftest import tiny_generator_config
 
 runner = CliRunner()
 MASKS = {"kind": "segmentation", "n_sources": [2, 3], "scale": 50.0, "sigma": 0.5, "min_size": 4}
@@ -51,27 +51,18 @@ SYNTH = {
 
 
 def generator_config(resolution: int = 16) -> GeneratorConfig:
-    return GeneratorConfig(
+    return tiny_generator_config(
         resolution=resolution,
-        resize_subset=False,
         iterations=1,
-        batch_size=2,
-        lr=1e-3,
         lr_discriminator=1e-3,
         lr_milestones=(),
         lr_gamma=1.0,
-        flip=True,
-        cap_sources_to_class_size=False,
         checkpoint_every=1,
-        log_every=1,
         eval_mixes=1,
         grid_mixes=1,
         seed=0,
-        device="cpu",
-        precision="fp32",
         model=ModelConfig(width=4, encoder_blocks=0, decoder_blocks=0),
         discriminator=DiscriminatorConfig(width=4, n_layers=1),
-        losses=LossConfig(),
         masks=MaskConfig(**{**MASKS, "n_sources": (2, 3)}),
     )
 

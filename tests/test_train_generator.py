@@ -18,41 +18,15 @@ from pipeline.config import from_dict, to_dict
 from pipeline.errors import ConfigError, HydraMixError
 from pipeline.masks import MaskConfig
 from pipeline.train_generator import (
-    DiscriminatorConfig,
     GeneratorConfig,
-    ModelConfig,
     load_generator,
     save_generator,
     train_generator,
 )
 from stages.cli import app
-from tests.conftest import make_imageset
+from tests.conftest import make_imageset, tiny_generator_config
 
-
-def tiny_config(**changes) -> GeneratorConfig:
-    cfg = GeneratorConfig(
-        resolution=16,
-        resize_subset=False,
-        iterations=4,
-        batch_size=2,
-        lr=1e-3,
-        lr_discriminator=2e-4,
-        lr_milestones=(0.5,),
-        lr_gamma=0.5,
-        flip=True,
-        cap_sources_to_class_size=False,
-        checkpoint_every=2,
-        log_every=1,
-        eval_mixes=4,
-        grid_mixes=2,
-        seed=3,
-        device="cpu",
-        precision="fp32",
-        model=ModelConfig(width=8, encoder_blocks=1, decoder_blocks=1),
-        discriminator=DiscriminatorConfig(width=8, n_layers=2),
-        masks=MaskConfig(kind="segmentation", n_sources=(2, 3), scale=20.0, min_size=5),
-    )
-    return dataclasses.replace(cfg, **changes)
+tiny_config = tiny_generator_config
 
 
 @pytest.fixture(scope="module")
