@@ -29,12 +29,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_generator import benchmark_config  # noqa: E402
 from pipeline import distributed  # noqa: E402
-from pipeline.masks import MaskConfig  # noqa: E402
 from pipeline.train_generator import (  # noqa: E402
-    DiscriminatorConfig,
-    GeneratorConfig,
-    ModelConfig,
     train_generator,
 )
 from tests.conftest import make_imageset  # noqa: E402
@@ -44,28 +41,7 @@ def worker(args: argparse.Namespace) -> None:
     """One torchrun process: a 2-step warm-up, then the measured run; rank 0 writes the figures."""
     torch.set_num_threads(1)
     images = make_imageset(10, resolution=args.resolution, n_classes=10)
-    cfg = GeneratorConfig(
-        resolution=args.resolution,
-        resize_subset=False,
-        iterations=args.iterations,
-        batch_size=args.batch_size,
-        lr=1e-3,
-        lr_discriminator=2e-4,
-        lr_milestones=(),
-        lr_gamma=1.0,
-        flip=True,
-        cap_sources_to_class_size=False,
-        checkpoint_every=10**9,
-        log_every=10,
-        eval_mixes=1,
-        grid_mixes=1,
-        seed=0,
-        device=args.device,
-        precision=args.precision,
-        model=ModelConfig(width=args.width, encoder_blocks=2, decoder_blocks=2),
-        discriminator=DiscriminatorConfig(width=args.width, n_layers=2),
-        masks=MaskConfig(kind="grid", n_sources=(3, 3)),  # fixed N: every step does the same work
-    )
+    cfg = benchmark_config(args.resolution, args.iterations, args.batch_size, args.width, args.device, args.precision)
     with distributed.session():
         train_generator(images, dataclasses.replace(cfg, iterations=2), subset_sha256="bench", progress=False)
         cpu_start = time.process_time()

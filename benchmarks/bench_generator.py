@@ -30,6 +30,35 @@ from pipeline.train_generator import (  # noqa: E402
 from tests.conftest import make_imageset  # noqa: E402
 
 
+def benchmark_config(
+    resolution: int, iterations: int, batch_size: int, width: int, device: str, precision: str
+) -> GeneratorConfig:
+    """The CPU-quick network shape with fixed N = 3 grid masks, so every step does the same work; no
+    checkpoints, minimal evaluation."""
+    return GeneratorConfig(
+        resolution=resolution,
+        resize_subset=False,
+        iterations=iterations,
+        batch_size=batch_size,
+        lr=1e-3,
+        lr_discriminator=2e-4,
+        lr_milestones=(),
+        lr_gamma=1.0,
+        flip=True,
+        cap_sources_to_class_size=False,
+        checkpoint_every=10**9,
+        log_every=10,
+        eval_mixes=1,
+        grid_mixes=1,
+        seed=0,
+        device=device,
+        precision=precision,
+        model=ModelConfig(width=width, encoder_blocks=2, decoder_blocks=2),
+        discriminator=DiscriminatorConfig(width=width, n_layers=2),
+        masks=MaskConfig(kind="grid", n_sources=(3, 3)),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=20)
@@ -42,28 +71,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     images = make_imageset(10, resolution=args.resolution, n_classes=10)
-    base = GeneratorConfig(
-        resolution=args.resolution,
-        resize_subset=False,
-        iterations=args.iterations,
-        batch_size=args.batch_size,
-        lr=1e-3,
-        lr_discriminator=2e-4,
-        lr_milestones=(),
-        lr_gamma=1.0,
-        flip=True,
-        cap_sources_to_class_size=False,
-        checkpoint_every=10**9,
-        log_every=10,
-        eval_mixes=1,
-        grid_mixes=1,
-        seed=0,
-        device="cpu",
-        precision="fp32",
-        model=ModelConfig(width=args.width, encoder_blocks=2, decoder_blocks=2),
-        discriminator=DiscriminatorConfig(width=args.width, n_layers=2),
-        masks=MaskConfig(kind="grid", n_sources=(3, 3)),  # fixed N: every variant does the same work
-    )
+    base = benchmark_config(args.resolution, args.iterations, args.batch_size, args.width, "cpu", "fp32")
     runs = [("cpu", "fp32"), ("cpu", "bf16")]
     if torch.cuda.is_available():
         runs += [("cuda", "fp32"), ("cuda", "auto")]
