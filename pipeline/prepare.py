@@ -41,16 +41,20 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class SubsetConfig:
-    """``subset:`` in params.yaml: ``k`` train images per class, drawn with ``seed`` (nested across k)."""
+    """``subset:`` in params.yaml: ``k`` train images per class, drawn with ``seed`` (nested across k), and
+    ``val_per_class`` validation images per class from the rest of the train split (0: no validation split)."""
 
     k: int
     seed: int
+    val_per_class: int = 0
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.val_per_class < 0:
+            raise ValueError(f"val_per_class must be >= 0, got {self.val_per_class}")
 
 
 def prepare(config: PrepareConfig, download_dir: Path, out: Path, progress: bool = True) -> dict[str, Any]:
@@ -95,7 +99,7 @@ def read_prepared_manifest(prepared: Path) -> dict[str, Any]:
 def make_subset(prepared: Path, out: Path, config: SubsetConfig) -> dict[str, Any]:
     """Draw ``config.k`` train images per class from the prepared directory; write subset dir ``out``.
 
-    Only the chosen train images are decoded; the test split is copied whole. Returns the subset manifest
+    Only the chosen train (and validation) images are decoded; the test split is rewritten whole. Returns the subset manifest
     (source and its checksums from the prepared manifest, k, seed, chosen original indices, counts, ...).
     """
     prepared = Path(prepared)
@@ -106,14 +110,16 @@ def make_subset(prepared: Path, out: Path, config: SubsetConfig) -> dict[str, An
     except (pa.ArrowException, OSError) as exc:
         raise HydraMixError(f"{train_path}: not a readable Parquet file ({exc})") from None
     class_names = tuple(manifest["class_names"])
-    positions = draw_subset(labels, class_names, config.k, config.seed)
+    positions, val_positions = draw_subset(labels, class_names, config.k, config.seed, config.val_per_class)
     train = read_parquet(train_path, rows=positions)
+    val = read_parquet(train_path, rows=val_positions) if config.val_per_class else None
     test = read_parquet(prepared / "test.parquet")
     subset_manifest = {
         "dataset": manifest["dataset"],
         "source": manifest["source"],
         "k": config.k,
         "seed": config.seed,
+        "val_per_class": config.val_per_class,
     }
-    write_subset(out, train, test, subset_manifest)
+    write_subset(out, train, test, subset_manifest, val)
     return json.loads((Path(out) / "manifest.json").read_text())

@@ -29,6 +29,9 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         missing = [key for key in _REQUIRED if not isinstance(record, dict) or key not in record]
         if missing:
             raise HydraMixError(f"{path}: not an evaluation metrics file (missing {', '.join(missing)})")
+        # Files from before the split key existed are test evaluations.
+        if record.get("split", "test") != "test":
+            raise HydraMixError(f"{path}: a '{record['split']}' evaluation; the results table holds test runs only")
         records.append({**record, "path": str(path)})
     return records
 

@@ -31,19 +31,32 @@ def evaluate_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N].")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Test images per forward pass.")] = 500,
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported), fp32, bf16, fp16 (CUDA).")] = "auto",
+    split: Annotated[
+        str,
+        typer.Option(
+            help="test: the full test split (reported results). val: the subset's validation draw "
+            "(`hydramix subset --val-per-class`), for choosing a recipe without touching the test split."
+        ),
+    ] = "test",
 ) -> None:
     """Evaluate the last-iterate model (no test-time augmentation) and write metrics + plot."""
     model, meta = load_checkpoint(checkpoint)
-    data = read_subset(subset)
-    check_compatible(meta, data.train, str(subset))
+    if split not in ("test", "val"):
+        raise HydraMixError(f"unknown split '{split}'; valid: test, val")
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise HydraMixError(f"unknown precision '{precision}'; valid: auto, fp32, bf16, fp16")
+    data = read_subset(subset)
+    check_compatible(meta, data.train, str(subset))
+    images = data.test if split == "test" else data.val
+    if images is None:
+        raise HydraMixError(f"{subset} has no validation split; write one with `hydramix subset --val-per-class N`")
     target = resolve_device(device)
     model = model.to(target, memory_format=torch.channels_last)
     dtype = resolve_dtype(target, precision)
-    predictions = predict(model, data.test, meta["mean"], meta["std"], batch_size, dtype)
-    metrics = accuracy_metrics(data.test.labels, predictions, data.test.class_names)
+    predictions = predict(model, images, meta["mean"], meta["std"], batch_size, dtype)
+    metrics = accuracy_metrics(images.labels, predictions, images.class_names)
     metrics.update(
+        split=split,
         method=meta["method"],
         arch=meta["arch"]["name"],
         dataset=meta.get("dataset"),
@@ -56,10 +69,10 @@ def evaluate_command(
     )
     title = f"{meta['method']} {meta['arch']['name']} {meta.get('dataset')} k={meta.get('k')} seed={meta['seed']}"
     plot_confusion(
-        metrics["confusion"], data.test.class_names, out_plot, f"{title}: top-1 {100 * metrics['top1']:.1f}%"
+        metrics["confusion"], images.class_names, out_plot, f"{title}: top-1 {100 * metrics['top1']:.1f}%"
     )
     write_json(out_metrics, metrics)
     typer.echo(
         f"{title}: top-1 {100 * metrics['top1']:.2f}%, macro {100 * metrics['macro_accuracy']:.2f}% "
-        f"on {metrics['n_test']} test images; wrote {out_metrics}"
+        f"on {metrics['n_test']} {'test' if split == 'test' else 'validation'} images; wrote {out_metrics}"
     )

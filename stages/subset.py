@@ -30,16 +30,27 @@ def subset_command(
     params: ParamsOption = Path("params.yaml"),
     k: Annotated[int | None, typer.Option("--k", help="Train images per class (overrides subset.k).")] = None,
     seed: Annotated[int | None, typer.Option(help="Subset seed (overrides subset.seed).")] = None,
+    val_per_class: Annotated[
+        int | None,
+        typer.Option(
+            help="Also write val.parquet: this many further train-split images per class, disjoint from the "
+            "subset for every k (overrides subset.val_per_class). For choosing a recipe on a development seed; "
+            "`hydramix evaluate --split val` reads it."
+        ),
+    ] = None,
 ) -> None:
-    """Write OUT/train.parquet (k per class), OUT/test.parquet and OUT/manifest.json."""
+    """Write OUT/train.parquet (k per class), OUT/test.parquet, OUT/manifest.json (and OUT/val.parquet)."""
     config = load_section(params, "subset", SubsetConfig)
     try:
-        config = replace(config, k=k, seed=seed)
+        config = replace(config, k=k, seed=seed, val_per_class=val_per_class)
     except ValueError as exc:
         raise HydraMixError(str(exc)) from None
     manifest = make_subset(prepared, out, config)
     n_train = sum(manifest["counts"]["train"].values())
     n_test = sum(manifest["counts"]["test"].values())
+    n_val = sum(manifest["counts"].get("val", {}).values())
+    extra = f" + {n_val} validation" if n_val else ""
     typer.echo(
-        f"subset {manifest['dataset']} k={config.k} seed={config.seed}: {n_train} train + {n_test} test images -> {out}"
+        f"subset {manifest['dataset']} k={config.k} seed={config.seed}: {n_train} train + {n_test} test{extra} "
+        f"images -> {out}"
     )

@@ -233,6 +233,29 @@ def test_evaluate_refuses_another_subset(app, tmp_path, params, tiny_subset, mak
     assert not (tmp_path / "m.json").exists()
 
 
+def test_evaluate_on_the_validation_split(app, tmp_path, params, tiny_subset):
+    from pipeline.subsets import read_subset, write_subset
+
+    ckpt = tmp_path / "b.pt"
+    assert invoke(app, "train-classifier", "--method", "baseline", "--subset", tiny_subset, "--out", ckpt,
+                  "--params", params).exit_code == 0  # fmt: skip
+    outs = ["--out-metrics", tmp_path / "v.json", "--out-plot", tmp_path / "v.png"]
+    _fails(invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", tiny_subset, "--split", "val", *outs),
+           "has no validation split; write one with `hydramix subset --val-per-class N`")  # fmt: skip
+    _fails(invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", tiny_subset, "--split", "train", *outs),
+           "unknown split 'train'")  # fmt: skip
+    assert not (tmp_path / "v.json").exists()
+
+    data = read_subset(tiny_subset)
+    val = make_imageset(2, resolution=16, n_classes=4, seed=5)
+    with_val = tmp_path / "with_val"
+    write_subset(with_val, data.train, data.test, dict(data.manifest), val)
+    result = invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", with_val, "--split", "val", *outs)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "v.json").read_text())
+    assert record["split"] == "val" and record["n_test"] == 8 and "8 validation images" in result.output
+
+
 def test_report_without_metrics(app, tmp_path):
     _fails(
         invoke(

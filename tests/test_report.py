@@ -68,6 +68,10 @@ def test_bad_metrics_file(tmp_path):
     (tmp_path / "x.json").write_text('{"top1": 0.5}')
     with pytest.raises(HydraMixError, match="missing method"):
         load_metrics([tmp_path / "x.json"])
+    val = write_run(tmp_path, "baseline", 0, 0.3)
+    val.write_text(json.dumps({**json.loads(val.read_text()), "split": "val"}))
+    with pytest.raises(HydraMixError, match="a 'val' evaluation; the results table holds test runs only"):
+        load_metrics([val])
     (tmp_path / "y.json").write_text("{")
     with pytest.raises(HydraMixError, match="not a readable metrics JSON"):
         load_metrics([tmp_path / "y.json"])

@@ -70,9 +70,25 @@ def test_subsets_are_nested_across_k(prepared, tmp_path):
     assert other_seed != chosen[4]
 
 
+def test_validation_split_is_disjoint_and_the_same_for_every_k(prepared, tmp_path):
+    _subset(prepared, tmp_path / "k2", "--k", "2", "--val-per-class", "3")
+    _subset(prepared, tmp_path / "k3", "--k", "3", "--val-per-class", "3")
+    _subset(prepared, tmp_path / "plain", "--k", "2")
+    small, large, plain = (read_subset(tmp_path / name) for name in ("k2", "k3", "plain"))
+    assert small.val is not None and small.val.counts() == {"a": 3, "b": 3, "c": 3}
+    assert small.manifest["counts"]["val"] == {"a": 3, "b": 3, "c": 3}
+    assert small.manifest["val_indices"] == large.manifest["val_indices"]
+    assert not set(large.manifest["indices"]) & set(large.manifest["val_indices"])
+    # The validation draw leaves the subset itself untouched, byte for byte.
+    assert (tmp_path / "k2" / "train.parquet").read_bytes() == (tmp_path / "plain" / "train.parquet").read_bytes()
+    assert plain.val is None and not (tmp_path / "plain" / "val.parquet").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--k", "4", "--val-per-class", "3"], "k=4 plus val_per_class=3 is larger than class 'a'"),
+        (["--val-per-class", "-1"], "val_per_class must be >= 0"),
         (["--k", "0"], "k must be >= 1"),
         (["--k", "-3"], "k must be >= 1"),
         (["--k", "7"], "k=7 is larger than class 'a', which has only 6 images"),

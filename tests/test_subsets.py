@@ -14,19 +14,19 @@ NAMES = ("a", "b", "c")
 
 
 def test_balanced_sorted_and_deterministic():
-    pos = draw_subset(LABELS, NAMES, 5, seed=3)
+    pos, _ = draw_subset(LABELS, NAMES, 5, seed=3)
     assert np.bincount(LABELS[pos]).tolist() == [5, 5, 5]
     for c in range(3):
         chosen = pos[LABELS[pos] == c]
         assert (np.diff(chosen) > 0).all()
-    np.testing.assert_array_equal(pos, draw_subset(LABELS, NAMES, 5, seed=3))
-    assert not np.array_equal(pos, draw_subset(LABELS, NAMES, 5, seed=4))
+    np.testing.assert_array_equal(pos, draw_subset(LABELS, NAMES, 5, seed=3)[0])
+    assert not np.array_equal(pos, draw_subset(LABELS, NAMES, 5, seed=4)[0])
 
 
 def test_nested_across_k():
     previous: set[int] = set()
     for k in (1, 2, 5, 7):
-        chosen = set(draw_subset(LABELS, NAMES, k, seed=0).tolist())
+        chosen = set(draw_subset(LABELS, NAMES, k, seed=0)[0].tolist())
         assert previous <= chosen
         previous = chosen
 
@@ -36,6 +36,22 @@ def test_bad_k():
         draw_subset(LABELS, NAMES, 0, seed=0)
     with pytest.raises(HydraMixError, match="k=8 is larger than class 'c', which has only 7 images"):
         draw_subset(LABELS, NAMES, 8, seed=0)
+    with pytest.raises(HydraMixError, match="k=5 plus val_per_class=3 is larger than class 'c'"):
+        draw_subset(LABELS, NAMES, 5, seed=0, val_per_class=3)
+    with pytest.raises(HydraMixError, match="val_per_class must be >= 0"):
+        draw_subset(LABELS, NAMES, 5, seed=0, val_per_class=-1)
+
+
+def test_validation_draw_is_balanced_disjoint_and_independent_of_k():
+    _, val = draw_subset(LABELS, NAMES, 1, seed=2, val_per_class=2)
+    assert np.bincount(LABELS[val]).tolist() == [2, 2, 2]
+    for k in (1, 3, 5):
+        train, val_k = draw_subset(LABELS, NAMES, k, seed=2, val_per_class=2)
+        np.testing.assert_array_equal(val_k, val)  # the same validation images whatever k
+        assert not set(train.tolist()) & set(val.tolist())
+    # Asking for a validation draw never moves the subset itself.
+    np.testing.assert_array_equal(draw_subset(LABELS, NAMES, 5, seed=2)[0], draw_subset(LABELS, NAMES, 5, 2, 2)[0])
+    assert draw_subset(LABELS, NAMES, 5, seed=2)[1].size == 0
 
 
 def test_write_and_read_subset(tmp_path, tiny_subset):
