@@ -36,9 +36,7 @@ def random_imageset(n: int, resolution: int, n_classes: int, seed: int) -> Image
     )
 
 
-def loader_rate(
-    method: str, real: ImageSet, syn: ImageSet | None, config: ClassifierConfig, steps: int
-) -> float:
+def loader_rate(method: str, real: ImageSet, syn: ImageSet | None, config: ClassifierConfig, steps: int) -> float:
     device = resolve_device(config.device)
     mean, std = channel_stats(real)
     source = BatchSource(real, syn, config.batch_size, config.synthetic_share, device, config.seed)
@@ -73,9 +71,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     config = ClassifierConfig()
     if args.params.is_file():
-        config = from_dict(
-            ClassifierConfig, yaml.safe_load(args.params.read_text())["classifier"], "classifier"
-        )
+        config = from_dict(ClassifierConfig, yaml.safe_load(args.params.read_text())["classifier"], "classifier")
     config = replace(config, iterations=args.iterations, warmup_iterations=1)
     print(
         f"config: arch={config.arch} batch={config.batch_size} share={config.synthetic_share} "

@@ -58,9 +58,7 @@ def main() -> None:
             tmp = Path(tmp)
             load_before = os.getloadavg()[0]
             t0, c0 = time.perf_counter(), _cpu_seconds()
-            manifest = prepare(
-                PrepareConfig("folder", str(args.archive), 32), tmp, tmp / "prepared", progress=False
-            )
+            manifest = prepare(PrepareConfig("folder", str(args.archive), 32), tmp, tmp / "prepared", progress=False)
             t1 = time.perf_counter()
             sub = make_subset(tmp / "prepared", tmp / "subset", SubsetConfig(args.k, args.seed))
             t2, c2 = time.perf_counter(), _cpu_seconds()

@@ -99,8 +99,9 @@ def read_prepared_manifest(prepared: Path) -> dict[str, Any]:
 def make_subset(prepared: Path, out: Path, config: SubsetConfig) -> dict[str, Any]:
     """Draw ``config.k`` train images per class from the prepared directory; write subset dir ``out``.
 
-    Only the chosen train (and validation) images are decoded; the test split is rewritten whole. Returns the subset manifest
-    (source and its checksums from the prepared manifest, k, seed, chosen original indices, counts, ...).
+    Only the chosen train (and validation) images are decoded; the test split is rewritten whole. Returns the
+    subset manifest (source and its checksums from the prepared manifest, k, seed, chosen original indices,
+    counts, ...).
     """
     prepared = Path(prepared)
     manifest = read_prepared_manifest(prepared)

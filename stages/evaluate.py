@@ -68,9 +68,7 @@ def evaluate_command(
         checkpoint=str(checkpoint),
     )
     title = f"{meta['method']} {meta['arch']['name']} {meta.get('dataset')} k={meta.get('k')} seed={meta['seed']}"
-    plot_confusion(
-        metrics["confusion"], images.class_names, out_plot, f"{title}: top-1 {100 * metrics['top1']:.1f}%"
-    )
+    plot_confusion(metrics["confusion"], images.class_names, out_plot, f"{title}: top-1 {100 * metrics['top1']:.1f}%")
     write_json(out_metrics, metrics)
     typer.echo(
         f"{title}: top-1 {100 * metrics['top1']:.2f}%, macro {100 * metrics['macro_accuracy']:.2f}% "
