@@ -120,7 +120,8 @@ def make_subset(prepared: Path, out: Path, config: SubsetConfig) -> dict[str, An
         "source": manifest["source"],
         "k": config.k,
         "seed": config.seed,
-        "val_per_class": config.val_per_class,
     }
+    if config.val_per_class:  # absent otherwise, so a plain subset's manifest is the same as before the option
+        subset_manifest["val_per_class"] = config.val_per_class
     write_subset(out, train, test, subset_manifest, val)
     return json.loads((Path(out) / "manifest.json").read_text())
