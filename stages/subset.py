@@ -1,4 +1,5 @@
-"""``hydramix subset``: draw k train images per class (seeded, nested across k) + the full test split."""
+"""``hydramix subset``: draw k train images per class (seeded, nested across k) + the full test split (+ an
+optional validation draw from the rest of the train split)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from stages.app import ParamsOption, load_section, stage
     "subset",
     "Draw k images per class (seeded, nested).",
     help="Draw k train images per class with a seed (nested: k=5 lies inside k=10) from a prepared "
-    "dataset and write them with the full test split.",
+    "dataset and write them with the full test split (and, with --val-per-class, a validation draw).",
 )
 def subset_command(
     prepared: Annotated[
