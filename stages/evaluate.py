@@ -40,11 +40,11 @@ def evaluate_command(
     ] = "test",
 ) -> None:
     """Evaluate the last-iterate model (no test-time augmentation) and write metrics + plot."""
-    model, meta = load_checkpoint(checkpoint)
     if split not in ("test", "val"):
         raise HydraMixError(f"unknown split '{split}'; valid: test, val")
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise HydraMixError(f"unknown precision '{precision}'; valid: auto, fp32, bf16, fp16")
+    model, meta = load_checkpoint(checkpoint)
     data = read_subset(subset)
     check_compatible(meta, data.train, str(subset))
     images = data.test if split == "test" else data.val
