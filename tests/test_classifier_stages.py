@@ -237,13 +237,21 @@ def test_evaluate_on_the_validation_split(app, tmp_path, params, tiny_subset):
     from pipeline.subsets import read_subset, write_subset
 
     ckpt = tmp_path / "b.pt"
-    assert invoke(app, "train-classifier", "--method", "baseline", "--subset", tiny_subset, "--out", ckpt,
-                  "--params", params).exit_code == 0  # fmt: skip
+    assert (
+        invoke(
+            app, "train-classifier", "--method", "baseline", "--subset", tiny_subset, "--out", ckpt, "--params", params
+        ).exit_code
+        == 0
+    )
     outs = ["--out-metrics", tmp_path / "v.json", "--out-plot", tmp_path / "v.png"]
-    _fails(invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", tiny_subset, "--split", "val", *outs),
-           "has no validation split; write one with `hydramix subset --val-per-class N`")  # fmt: skip
-    _fails(invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", tiny_subset, "--split", "train", *outs),
-           "unknown split 'train'")  # fmt: skip
+    _fails(
+        invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", tiny_subset, "--split", "val", *outs),
+        "has no validation split; write one with `hydramix subset --val-per-class N`",
+    )
+    _fails(
+        invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", tiny_subset, "--split", "train", *outs),
+        "unknown split 'train'",
+    )
     assert not (tmp_path / "v.json").exists()
 
     data = read_subset(tiny_subset)
