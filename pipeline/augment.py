@@ -8,9 +8,11 @@ Images stay (B, H, W, 3) uint8 on the training device until the last moment (air
 4. float batch ops: ``cutout`` (batched square mask), ``random-erasing`` (torchvision v2, per image),
    ``mixup`` / ``cutmix`` (torchvision v2, on the batch, soft targets).
 
-The synthetic methods (``chimeramix``, ``hydramix``, ``pixelmix``) augment like ``baseline``; what differs
-is that the batch is assembled from real + synthetic images (see pipeline.train_classifier). All randomness
-comes from torch's global generator, which the training loop seeds, so a run is reproducible for a seed.
+A run is a *method* and a classic *augmentation*. A classic method (``mixup``, say) is its own augmentation on
+the real subset. A synthetic method (``hydramix``, ``pixelmix``, ...) assembles each batch from real +
+synthetic images (see pipeline.train_classifier) and augments the whole batch, real and synthetic rows alike,
+with ``baseline`` or any classic augmentation (``hydramix`` + ``mixup``). All randomness comes from torch's
+global generator, which the training loop seeds, so a run is reproducible for a seed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from torchvision.transforms import v2
 
 from pipeline.errors import HydraMixError
 
-METHODS: tuple[str, ...] = (
+# Classic augmentations: applied to every image of a batch (real and synthetic alike). "baseline" is the
+# crop + flip that every run gets.
+CLASSIC_AUGMENTATIONS: tuple[str, ...] = (
     "baseline",
     "cutout",
     "random-erasing",
@@ -32,12 +36,18 @@ METHODS: tuple[str, ...] = (
     "cutmix",
     "autoaugment",
     "trivialaugment",
-    "pixelmix",
-    "chimeramix",
-    "hydramix",
 )
-# Methods that train on real + a frozen synthetic dataset (and so need --synthetic).
-SYNTHETIC_METHODS: frozenset[str] = frozenset({"pixelmix", "chimeramix", "hydramix"})
+# Methods that train on real + a frozen synthetic dataset (and so need --synthetic). pixelmix and
+# pixelmix-blur are the controls; hydramix-n2 is the HydraMix generator synthesising pairs (not ChimeraMix).
+SYNTHETIC_METHODS: tuple[str, ...] = ("pixelmix", "pixelmix-blur", "chimeramix", "hydramix-n2", "hydramix")
+METHODS: tuple[str, ...] = CLASSIC_AUGMENTATIONS + SYNTHETIC_METHODS
+
+
+def run_name(method: str, augment: str | None = None) -> str:
+    """The name of a run in reports and file names: ``method``, or ``method+augment`` for a synthetic method
+    combined with a classic augmentation (``augment`` None, "baseline" or equal to ``method``: just
+    ``method``)."""
+    return method if augment in (None, "baseline", method) else f"{method}+{augment}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,26 @@ def check_method(method: str) -> None:
     """HydraMixError listing the valid methods if ``method`` is not one of them."""
     if method not in METHODS:
         raise HydraMixError(f"unknown method '{method}'; valid: {', '.join(METHODS)}")
+
+
+def resolve_augment(method: str, augment: str | None) -> str:
+    """The classic augmentation a run applies to its whole batch; HydraMixError for an unknown name or an
+    unsupported combination.
+
+    A classic method is its own augmentation (``augment`` must be None). A synthetic method takes ``augment``
+    (None: ``baseline``, crop + flip only).
+    """
+    check_method(method)
+    if augment is not None and augment not in CLASSIC_AUGMENTATIONS:
+        raise HydraMixError(f"unknown augmentation '{augment}'; valid: {', '.join(CLASSIC_AUGMENTATIONS)}")
+    if method in CLASSIC_AUGMENTATIONS:
+        if augment is not None:
+            raise HydraMixError(
+                f"--augment combines a classic augmentation with a synthetic method ({', '.join(SYNTHETIC_METHODS)}); "
+                f"'{method}' is itself a classic augmentation: drop --augment or use --method {augment}"
+            )
+        return method
+    return augment or "baseline"
 
 
 def random_crop_flip(images: torch.Tensor, pad: int) -> torch.Tensor:
@@ -112,7 +142,7 @@ def cutout(images: torch.Tensor, side: int) -> torch.Tensor:
 
 
 class BatchAugmenter:
-    """Turns a uint8 batch into the model's input and soft targets for one method.
+    """Turns a uint8 batch into the model's input and soft targets for one classic augmentation.
 
     ``__call__(images (B, H, W, 3) uint8, labels (B,) int64) -> (x (B, 3, H, W) float32 normalised,
     channels_last; targets (B, num_classes) float32, rows summing to 1)``.
@@ -120,16 +150,17 @@ class BatchAugmenter:
     """
 
     def __init__(
-        self, method: str, config: AugmentConfig, num_classes: int, mean: torch.Tensor, std: torch.Tensor
+        self, augment: str, config: AugmentConfig, num_classes: int, mean: torch.Tensor, std: torch.Tensor
     ) -> None:
-        check_method(method)
-        self.method = method
+        if augment not in CLASSIC_AUGMENTATIONS:
+            raise HydraMixError(f"unknown augmentation '{augment}'; valid: {', '.join(CLASSIC_AUGMENTATIONS)}")
+        self.augment = augment
         self.config = config
         self.num_classes = num_classes
         self.mean = mean.view(1, 3, 1, 1)
         self.std = std.view(1, 3, 1, 1)
-        self.per_image = _per_image_policy(method, config)
-        self.float_op = _float_batch_op(method, config, num_classes)
+        self.per_image = _per_image_policy(augment, config)
+        self.float_op = _float_batch_op(augment, config, num_classes)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = random_crop_flip(images, self.config.pad)

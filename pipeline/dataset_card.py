@@ -60,14 +60,32 @@ def render_card(manifest: dict[str, Any]) -> str:
     generator = manifest.get("generator")
     synthesis = manifest.get("synthesis", {})
     mode = synthesis.get("mode", "generator" if generator else "pixel")
-    if generator:
+    if mode == "generator" and generator:
         made_by = (
             f"a HydraMix generator (file sha256 `{generator['sha256']}`, trained for {generator.get('step')} "
             "steps) that encodes N same-class source images, fuses their feature maps with a mixing mask and "
             "decodes the composition"
         )
+    elif mode == "blur":
+        made_by = (
+            "pixel-space composition of N same-class source images under a mixing mask (no generator), then a "
+            f"Gaussian blur of sigma {synthesis.get('blur_sigma')} px (the blur control: its high-frequency "
+            "power matches a generator set's)"
+        )
     else:
         made_by = "pixel-space composition of N same-class source images under a mixing mask (no generator)"
+    diagnostics = manifest.get("diagnostics")
+    measured = ""
+    if diagnostics:
+        syn, real = diagnostics["synthetic"], diagnostics["real"]
+        lss = syn.get("largest_source_share")
+        measured = (
+            f"\n\nMeasured on its first {diagnostics['prefix_per_class']} images per class (docs/diagnostics.md): "
+            f"high-frequency power share {syn['hf_share']:.3f} (real subset {real['hf_share']:.3f}), "
+            f"within-class diversity {syn['diversity']:.3f} (real {real['diversity']:.3f})"
+            + (f", mean largest-source area share {lss:.3f}" if lss is not None else "")
+            + "."
+        )
     counts = ", ".join(f"{name}: {n}" for name, n in manifest["counts"].items())
     versions = ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items()))
     params = json.dumps(
@@ -91,7 +109,8 @@ Each image was made by {made_by}. Sources come from the labelled subset `{subset
 (k = {subset.get("k", "?")} per class, subset seed {subset.get("seed", "?")}, subset manifest sha256 \
 `{subset.get("manifest_sha256", "?")}`). Sample `s` has class `s % {len(manifest["class_names"])}` and is \
 determined by the seed and `s` alone, so the same generator, subset, params and seed reproduce every \
-shard byte for byte (see `manifest.json` for the sha256 of each shard; `hydramix verify DIR` checks them).
+shard byte for byte (see `manifest.json` for the sha256 of each shard; `hydramix verify DIR` checks them).\
+{measured}
 
 Per sample: `KEY.png` (lossless image), `KEY.cls` (class id as text), `KEY.json` (provenance: class, the \
 subset indices of the N sources, N, mask kind, per-sample seed).

@@ -7,8 +7,12 @@ slot i belongs to the i-th source of the mix, padding slots (source row -1) are 
   never in the hot loop. Per mix, one of its N sources is drawn as the *base*; each of the base's superpixels
   is given to one of the N sources (``docs/masks.md`` says why this rule and not an intersection of all N).
 - ``grid``: k x k cells (k drawn per mix) on a grid shifted by a random sub-cell offset, cells to sources.
+- ``chimeramix`` (N = 2 only): ChimeraMix's rule. The base source's superpixels; a random contiguous range of
+  its segment ids is taken from the other source, the rest from the base.
+- ``chimeramix-grid`` (N = 2 only): ChimeraMix's grid variant, an unshifted k x k grid (ChimeraMix: 4 x 4)
+  whose cells each come from one of the two sources at random.
 
-In both kinds regions are assigned by a random permutation first (so every source gets at least one region
+In the first two kinds regions are assigned by a random permutation first (so every source gets at least one region
 whenever there are at least N regions) and uniformly at random after that. Hard (one-hot) masks by default;
 ``soft`` smooths them with a Gaussian and renormalises. All randomness comes from a counter-based hash of a
 per-row seed, so a row's mask depends only on its own source rows and seed, never on the rest of the batch.
@@ -25,18 +29,25 @@ import torch.nn.functional as F
 from skimage.segmentation import felzenszwalb
 from tqdm import tqdm
 
-MaskKind = Literal["segmentation", "grid"]
+MaskKind = Literal["segmentation", "grid", "chimeramix", "chimeramix-grid"]
+MASK_KINDS: tuple[str, ...] = ("segmentation", "grid", "chimeramix", "chimeramix-grid")
+# ChimeraMix's rules mix exactly two images.
+PAIR_KINDS: frozenset[str] = frozenset({"chimeramix", "chimeramix-grid"})
+# Kinds whose masks follow a source's superpixels (the others need only the image size).
+SEGMENT_KINDS: frozenset[str] = frozenset({"segmentation", "chimeramix"})
 
 _MASK53 = np.uint64((1 << 53) - 1)  # per-sample seeds stay exact in JSON (float64 mantissa)
 # Distinct stream ids so each random decision of a row draws from its own sequence.
-_STREAM_BASE, _STREAM_KEYS, _STREAM_FILL, _STREAM_GRID = 1, 2, 3, 4
+_STREAM_BASE, _STREAM_KEYS, _STREAM_FILL, _STREAM_GRID, _STREAM_RANGE = 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
 class MaskConfig:
     """How mixing masks are drawn (params section ``generator.masks``; ``synthesize`` may override ``kind``).
 
-    kind: "segmentation" (Felzenszwalb superpixels of a base source) or "grid" (shifted k x k cells).
+    kind: "segmentation" (Felzenszwalb superpixels of a base source), "grid" (shifted k x k cells), or
+        ChimeraMix's two-image rules "chimeramix" (a contiguous range of the base's segment ids from the other
+        source) and "chimeramix-grid" (unshifted k x k cells, each from one of the two); these need N = 2.
     n_sources: (min, max) number of images per mix, inclusive, min >= 2; N is drawn per mix in this range.
     scale, sigma, min_size: ``skimage.segmentation.felzenszwalb`` arguments (per dataset / resolution).
     grid_cells: (min, max) k for grid masks, inclusive.
@@ -53,9 +64,11 @@ class MaskConfig:
     soft_sigma: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("segmentation", "grid"):
-            raise ValueError(f"kind must be 'segmentation' or 'grid', got {self.kind!r}")
+        if self.kind not in MASK_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(MASK_KINDS)}, got {self.kind!r}")
         _check_range("n_sources", self.n_sources, lowest=2)
+        if self.kind in PAIR_KINDS and tuple(self.n_sources) != (2, 2):
+            raise ValueError(f"mask kind {self.kind!r} mixes exactly two images: n_sources must be [2, 2]")
         _check_range("grid_cells", self.grid_cells, lowest=1)
         if not self.scale > 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
@@ -137,7 +150,7 @@ class MaskSampler:
             raise ValueError(f"segments must be (M, H, W), got {segments.shape}")
         self.cfg = cfg
         self.height, self.width = int(segments.shape[1]), int(segments.shape[2])
-        if cfg.kind == "grid" and cfg.grid_cells[1] > min(self.height, self.width):
+        if cfg.kind in ("grid", "chimeramix-grid") and cfg.grid_cells[1] > min(self.height, self.width):
             raise ValueError(f"grid_cells max {cfg.grid_cells[1]} exceeds the image size {self.height}x{self.width}")
         # numpy, not torch, for the small integer gathers: several times faster at these sizes on CPU.
         self._segments = np.ascontiguousarray(segments, dtype=np.int32)  # (M, H, W)
@@ -172,11 +185,20 @@ class MaskSampler:
         if seeds.shape != (b,):
             raise ValueError(f"seed must be an int or one seed per row ({b}), got shape {seeds.shape}")
 
-        if self.cfg.kind == "segmentation":
-            regions, present = self._base_segments(rows, n_valid, seeds, flipped)
-        else:
+        kind = self.cfg.kind
+        if kind in PAIR_KINDS and b and (n_valid != 2).any():
+            raise ValueError(f"mask kind {kind!r} mixes exactly two sources per row")
+        if kind == "segmentation":
+            regions, present, _ = self._base_segments(rows, n_valid, seeds, flipped)
+            owner = _assign_regions(regions, present, n_valid, seeds)  # (B, H, W) slot index per pixel
+        elif kind == "grid":
             regions, present = self._grid_cells(seeds)
-        owner = _assign_regions(regions, present, n_valid, seeds)  # (B, H, W) slot index per pixel
+            owner = _assign_regions(regions, present, n_valid, seeds)
+        elif kind == "chimeramix":
+            regions, present, base_slot = self._base_segments(rows, n_valid, seeds, flipped)
+            owner = _contiguous_range_owner(regions, present.sum(1), base_slot, seeds)
+        else:
+            owner = self._binary_cells(seeds)
         masks = owner[:, None] == np.arange(n_max, dtype=owner.dtype)[None, :, None, None]  # (B, N, H, W)
         masks = torch.from_numpy(masks.astype(np.float32))
         if self._kernel is not None:
@@ -185,10 +207,10 @@ class MaskSampler:
 
     def _base_segments(
         self, rows: np.ndarray, n_valid: np.ndarray, seeds: np.ndarray, flipped: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Superpixels of each row's base source (drawn uniformly among its N sources).
 
-        Returns (B, H, W) int32 labels and (B, R) bool: which labels exist in that row.
+        Returns (B, H, W) int32 labels, (B, R) bool: which labels exist in that row, and (B,) the base's slot.
         """
         base_slot = row_randint(seeds, n_valid, 1, _STREAM_BASE)[:, 0]
         base = rows[np.arange(len(rows)), base_slot]
@@ -197,7 +219,18 @@ class MaskSampler:
             flip = np.asarray(flipped, dtype=bool)[np.arange(len(rows)), base_slot]
             regions[flip] = regions[flip, :, ::-1]
         present = np.arange(self._n_regions)[None, :] < self._n_segments[base][:, None]
-        return regions, present
+        return regions, present, base_slot
+
+    def _binary_cells(self, seeds: np.ndarray) -> np.ndarray:
+        """ChimeraMix's grid: an unshifted k x k grid (k drawn in grid_cells), each cell from source 0 or 1
+        with probability 1/2. Returns (B, H, W) int32 slot indices."""
+        lo, hi = self.cfg.grid_cells
+        k = lo + np.minimum((row_uniforms(seeds, 1, _STREAM_GRID)[:, 0] * (hi - lo + 1)).astype(np.int64), hi - lo)
+        ys = (np.arange(self.height)[None, :] * k[:, None]) // self.height  # (B, H) cell row
+        xs = (np.arange(self.width)[None, :] * k[:, None]) // self.width  # (B, W) cell column
+        cells = ys[:, :, None] * hi + xs[:, None, :]  # (B, H, W) ids < hi * hi
+        owner_of_cell = (row_uniforms(seeds, hi * hi, _STREAM_FILL) < 0.5).astype(np.int32)  # (B, hi * hi)
+        return np.take_along_axis(owner_of_cell, cells.reshape(len(seeds), -1), axis=1).reshape(cells.shape)
 
     def _grid_cells(self, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cell ids of a randomly shifted k x k grid per row: (B, H, W) int32 ids and (B, R) bool presence."""
@@ -231,6 +264,24 @@ def _assign_regions(regions: np.ndarray, present: np.ndarray, n_sources: np.ndar
     owner_of_region = np.where(rank < n_sources[:, None], rank, fill).astype(np.int32)  # (B, R)
     flat = regions.reshape(b, -1) + (np.arange(b, dtype=np.int32) * n_regions)[:, None]
     return owner_of_region.reshape(-1)[flat].reshape(regions.shape)
+
+
+def _contiguous_range_owner(
+    regions: np.ndarray, n_regions: np.ndarray, base_slot: np.ndarray, seeds: np.ndarray
+) -> np.ndarray:
+    """ChimeraMix's segmentation rule for two sources: (B, H, W) int32 slot indices.
+
+    regions: (B, H, W) the base's segment ids 0..S_b-1; n_regions: (B,) S_b; base_slot: (B,) 0 or 1. A range
+    of L contiguous ids (L uniform in [1, S_b - 1], its start uniform) comes from the other source, so both
+    sources appear whenever the base has two or more segments; a one-segment base keeps the whole image.
+    """
+    u = row_uniforms(seeds, 2, _STREAM_RANGE)
+    span = np.maximum(n_regions - 1, 0)  # largest range that leaves the base a segment
+    length = np.where(span > 0, 1 + np.minimum((u[:, 0] * span).astype(np.int64), span - 1), 0)
+    start = np.minimum((u[:, 1] * (n_regions - length + 1)).astype(np.int64), n_regions - length)
+    inside = (regions >= start[:, None, None]) & (regions < (start + length)[:, None, None])
+    other = 1 - base_slot[:, None, None]
+    return np.where(inside, other, base_slot[:, None, None]).astype(np.int32)
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:

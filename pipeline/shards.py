@@ -445,7 +445,7 @@ def plan_dataset(directory: str | Path, identity: dict[str, Any], force: bool) -
 
 
 # Manifest keys that describe the result rather than the inputs; every other key is part of the identity.
-_RESULT_KEYS = ("format", "total", "class_names", "resolution", "counts", "shards")
+_RESULT_KEYS = ("format", "total", "class_names", "resolution", "counts", "shards", "diagnostics")
 
 
 def _identity_of(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -542,12 +542,14 @@ def finish_dataset(
     counts: dict[str, int],
     identity: dict[str, Any],
     card: Callable[[dict[str, Any]], str] | str,
+    diagnostics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the dataset card and, last, ``manifest.json``; remove the plan. Returns the manifest.
 
     entries: ``write_shard`` results for shards 0..n-1 in order. identity: the JSON description of inputs and
     params (generator and subset checksums, synthesis and mask params, versions), stored at the manifest's top
-    level. card: the README text, or a function of the manifest returning it.
+    level. card: the README text, or a function of the manifest returning it. diagnostics: optional figures
+    measured on the written set (a result, not part of the identity), stored under ``diagnostics``.
     """
     directory = Path(directory)
     names = [e["name"] for e in entries]
@@ -565,6 +567,8 @@ def finish_dataset(
         "shards": [{"name": e["name"], "sha256": e["sha256"], "count": int(e["count"])} for e in entries],
         **identity,
     }
+    if diagnostics is not None:
+        manifest["diagnostics"] = diagnostics
     text = card(manifest) if callable(card) else card
     tmp = directory / (CARD + ".tmp")
     tmp.write_text(text)
@@ -593,6 +597,7 @@ def write_dataset(
     force: bool = False,
     indices: Iterable[int] | None = None,
     progress: bool = True,
+    describe: Callable[[Path, list[str]], dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]]]:
     """Plan, render and finish a synthetic dataset in ``directory``: the whole ``synthesize`` stage's work.
 
@@ -600,6 +605,8 @@ def write_dataset(
     ``shards_for_rank``) only those shards are written, and the manifest only once every shard of the dataset
     is present. Returns (the manifest or None if shards are still missing, the per-shard results of
     this call). HydraMixError for a directory holding another dataset (unless ``force``) or a full disk.
+    describe: optional ``(directory, shard names in order) -> diagnostics``, called once every shard is
+    written, before the manifest; its result is the manifest's ``diagnostics``.
     """
     directory = Path(directory)
     try:
@@ -624,6 +631,7 @@ def write_dataset(
             counts=class_counts(total, class_names),
             identity=identity,
             card=card,
+            diagnostics=describe(directory, [e["name"] for e in entries]) if describe else None,
         )
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -8,7 +8,10 @@ the encoder features of every image (and of its mirror image). Rendering a batch
 mask-weighted sum at H/4 and one batched decoder forward, so synthesis is decoder-bound.
 
 Modes: ``generator`` decodes mixed features (HydraMix); ``pixel`` ("pixelmix", the no-generator control)
-composites the same sources with the same image-resolution masks directly in pixel space.
+composites the same sources with the same image-resolution masks directly in pixel space; ``blur``
+("pixelmix-blur", the blur control) is that composite Gaussian-blurred with ``blur_sigma``, which
+``fit_blur_sigma_to`` chooses so that the set's high-frequency power share matches a generator set's: if
+HydraMix beat pixelmix only because its images are smoother, this control shows it.
 
 Determinism: a sample's sources, flips and mask depend only on (seed, s). The decoded pixels are computed in
 batches, and a batched (bf16) convolution may round differently for other batch shapes, so bytes are
@@ -18,6 +21,7 @@ first id, and callers always render a shard from its first sample id (see ``docs
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,10 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline.blur import fit_blur_sigma, gaussian_blur
 from pipeline.devices import autocast
+from pipeline.diagnostics import largest_source_share
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet
 from pipeline.masks import (
+    SEGMENT_KINDS,
     MaskConfig,
     MaskKind,
     MaskSampler,
@@ -52,7 +59,9 @@ class SynthConfig:
     n_per_class: images per class to synthesise (total = n_per_class * number of classes).
     seed: the dataset seed; every sample's randomness derives from (seed, sample id).
     n_sources: (min, max) images mixed per sample, inclusive, min >= 2; each class needs >= max images.
-    mode: "generator" (decode mixed features) or "pixel" (composite the sources in pixel space: the control).
+    mode: "generator" (decode mixed features), "pixel" (composite the sources in pixel space: the control) or
+        "blur" (that composite Gaussian-blurred with ``blur_sigma`` px: the blur control).
+    blur_sigma: the blur control's Gaussian sigma in px (blur mode only; ``fit_blur_sigma_to`` picks it).
     batch_size: samples per decoder forward; part of what defines the bytes (see the module docstring).
     flip_sources: mirror each source with probability 1/2 (per sample, seeded), as in generator training.
     mask_kind: overrides the generator's ``masks.kind`` when set (e.g. grid masks from a segmentation G).
@@ -64,7 +73,8 @@ class SynthConfig:
     n_per_class: int = 5000
     seed: int = 0
     n_sources: tuple[int, int] = (2, 4)
-    mode: Literal["generator", "pixel"] = "generator"
+    mode: Literal["generator", "pixel", "blur"] = "generator"
+    blur_sigma: float = 0.0
     batch_size: int = 250
     flip_sources: bool = True
     mask_kind: MaskKind | None = None
@@ -81,6 +91,10 @@ class SynthConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.mode not in ("generator", "pixel", "blur"):
+            raise ValueError(f"mode must be generator, pixel or blur, got {self.mode!r}")
+        if self.blur_sigma < 0 or (self.blur_sigma and self.mode != "blur"):
+            raise ValueError(f"blur_sigma must be >= 0 and is for blur mode only, got {self.blur_sigma}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +154,7 @@ class Synthesizer:
         self._counts = counts.astype(np.int64)
 
         # Superpixels once per image (grid masks need only the image size).
-        if self.mask_cfg.kind == "segmentation":
+        if self.mask_cfg.kind in SEGMENT_KINDS:
             segments = segment_images(train.images, self.mask_cfg)
         else:
             segments = np.zeros((len(train), h, w), dtype=np.int32)
@@ -209,7 +223,8 @@ class Synthesizer:
 
         Each ``Rendered.meta`` holds: class (name), label, sources (original dataset indices of the N
         sources, ``train.indices``), source_rows (their row positions in the subset's train split), flipped
-        (per source), n_sources, mask_kind, seed (the per-sample seed), sample_id, mode.
+        (per source), n_sources, mask_kind, seed (the per-sample seed), sample_id, mode, largest_share (the
+        area share of the source that covers most of the mix, in (0, 1]).
         """
         ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
         out: list[Rendered] = []
@@ -221,6 +236,7 @@ class Synthesizer:
         plan = self.plan(ids)
         masks = self._sampler.sample(plan["rows"], plan["seeds"], flipped=plan["flipped"])  # (B, N, H, W)
         images = self.compose(plan["rows"], plan["flipped"], masks)  # (B, H, W, 3) uint8
+        largest = largest_source_share(masks)  # (B,)
         indices = self._train.indices
         out = []
         for i, s in enumerate(ids.tolist()):
@@ -238,6 +254,7 @@ class Synthesizer:
                 "seed": int(plan["seeds"][i]),
                 "sample_id": s,
                 "mode": self.cfg.mode,
+                "largest_share": round(float(largest[i]), 6),
             }
             out.append(Rendered(key=f"{s:09d}", image=images[i], label=label, meta=meta))
         return out
@@ -253,6 +270,8 @@ class Synthesizer:
             if self._generator is None:
                 src = self._pixels[flip, safe].unflatten(0, (b, n))  # (B, N, 3, H, W) in [0, 255]
                 mixed = (src * masks[:, :, None]).sum(1)  # padding slots weigh 0
+                if self.cfg.mode == "blur":
+                    mixed = gaussian_blur(mixed, self.cfg.blur_sigma)
                 return _to_uint8_hwc(mixed)
             feats = self._features[flip, safe].unflatten(0, (b, n))  # (B, N, C, h, w) float32
             mixed = self._generator.mix(feats, to_feature_resolution(masks, self._factor))  # (B, C, h, w)
@@ -276,3 +295,22 @@ def _to_model_input(images: np.ndarray, device: torch.device, channels_last: boo
 def _to_uint8_hwc(x: Tensor) -> np.ndarray:
     """(B, 3, H, W) float in [0, 255] -> (B, H, W, 3) uint8 (rounded) on the CPU."""
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def fit_blur_sigma_to(
+    train: ImageSet,
+    cfg: SynthConfig,
+    mask_cfg: MaskConfig,
+    target_share: float,
+    per_class: int,
+    device: torch.device,
+) -> float:
+    """The blur control's sigma (px): the Gaussian blur at which the pixel composites of this set's first
+    ``per_class`` samples per class (the same sources and masks as a generator set of the same seed) reach
+    ``target_share``, the generator set's mean high-frequency power share (pipeline.diagnostics)."""
+    pixel = Synthesizer(
+        train, dataclasses.replace(cfg, mode="pixel", blur_sigma=0.0), mask_cfg, None, device, torch.float32
+    )
+    n = min(pixel.total, per_class * len(train.class_names))  # classes interleave: a class-balanced prefix
+    composites = np.stack([r.image for r in pixel.render(np.arange(n))])
+    return fit_blur_sigma(composites, target_share)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.atomic import write_file
-from pipeline.augment import SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter, check_method
+from pipeline.augment import SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter, resolve_augment, run_name
 from pipeline.classifiers import ARCHITECTURES, build_classifier
 from pipeline.config import to_dict
 from pipeline.devices import Precision, autocast, resolve_device, resolve_dtype
@@ -142,7 +142,9 @@ class BatchSource:
     """Assembles training batches from the device-resident real (and synthetic) images.
 
     ``next_batch() -> (images (B, H, W, 3) uint8, labels (B,) int64)``, with ``n_synthetic`` of the B drawn
-    from the synthetic set, real first.
+    from the synthetic set. With a synthetic set the rows are put in a random order, so that a batch-level
+    augmentation (mixup and cutmix pair each row with its neighbour) pairs real with synthetic images as often
+    as with its own kind; without one the batch is exactly the real draw.
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class BatchSource:
             self.syn_images = torch.from_numpy(synthetic.images).to(device)
             self.syn_labels = torch.from_numpy(synthetic.labels).to(device)
             self.syn_order = index_batches(len(synthetic), self.n_synthetic, np.random.default_rng([seed, 3]))
+            self.row_order = np.random.default_rng([seed, 4])
         self.device = device
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,8 +175,9 @@ class BatchSource:
         images, labels = self.real_images[pos], self.real_labels[pos]
         if self.n_synthetic:
             syn = torch.from_numpy(next(self.syn_order)).to(self.device)
-            images = torch.cat([images, self.syn_images[syn]])
-            labels = torch.cat([labels, self.syn_labels[syn]])
+            order = torch.from_numpy(self.row_order.permutation(self.n_real + self.n_synthetic)).to(self.device)
+            images = torch.cat([images, self.syn_images[syn]])[order]
+            labels = torch.cat([labels, self.syn_labels[syn]])[order]
         return images, labels
 
 
@@ -189,20 +193,21 @@ def train_classifier(
     config: ClassifierConfig,
     synthetic: ImageSet | None = None,
     progress: bool = True,
+    augment: str | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` from scratch with ``method`` on ``train`` (+ ``synthetic`` for the synthetic
-    methods).
+    methods), augmenting every batch with ``augment``.
 
+    method: a classic augmentation (real images only; ``augment`` must be None) or a synthetic method (needs
+    ``synthetic``; ``augment`` None means ``baseline``), see ``pipeline.augment.resolve_augment``.
     train / synthetic: ImageSets with the same class names and resolution. Returns the last-iterate model in
     eval mode, its normalisation and run statistics (including validation top-1 when ``val_per_class`` > 0).
     """
-    check_method(method)
+    augment = resolve_augment(method, augment)
     if method in SYNTHETIC_METHODS and synthetic is None:
         raise HydraMixError(f"method '{method}' trains on real + synthetic images: pass a synthetic dataset")
     if method not in SYNTHETIC_METHODS and synthetic is not None:
-        raise HydraMixError(
-            f"method '{method}' uses no synthetic dataset; use one of {', '.join(sorted(SYNTHETIC_METHODS))}"
-        )
+        raise HydraMixError(f"method '{method}' uses no synthetic dataset; use one of {', '.join(SYNTHETIC_METHODS)}")
     if synthetic is not None:
         check_synthetic(train, synthetic, "synthetic dataset")
     device = distributed.place(resolve_device(config.device))
@@ -224,8 +229,8 @@ def train_classifier(
         nesterov=True,
         weight_decay=config.weight_decay,
     )
-    augment = BatchAugmenter(
-        method,
+    augmenter = BatchAugmenter(
+        augment,
         config.augment,
         len(train.class_names),
         torch.tensor(mean, device=device),
@@ -240,7 +245,7 @@ def train_classifier(
     start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(
         range(config.iterations),
-        desc=f"train {method}",
+        desc=f"train {run_name(method, augment)}",
         disable=not progress or not distributed.is_main(),
         leave=False,
     )
@@ -250,7 +255,7 @@ def train_classifier(
         images, labels = source.next_batch()
         # Every process draws and augments the same global batch (mixing partners and augmentation draws as
         # in one process), then trains on its part.
-        x, targets = augment(images, labels)
+        x, targets = augmenter(images, labels)
         x, targets = x[part], targets[part]
         with autocast(device, dtype):
             logits = train_model(x)
@@ -269,6 +274,7 @@ def train_classifier(
 
     stats: dict[str, Any] = {
         "method": method,
+        "augment": augment,
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),
         "train_images_per_s": round(config.iterations * config.batch_size / seconds, 1),
@@ -312,6 +318,7 @@ def save_checkpoint(
         "std": result.std,
         "subset_sha256": imageset_sha256(train),
         "method": method,
+        "augment": result.stats["augment"],
         "seed": config.seed,
         "step": config.iterations,
         "config": to_dict(config),

@@ -34,7 +34,15 @@ from pipeline.devices import autocast, resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet
 from pipeline.losses import image_loss, lsgan_discriminator_loss, lsgan_generator_loss, pixel_composite
-from pipeline.masks import MaskConfig, MaskSampler, colorize, derive_seeds, segment_images, to_feature_resolution
+from pipeline.masks import (
+    SEGMENT_KINDS,
+    MaskConfig,
+    MaskSampler,
+    colorize,
+    derive_seeds,
+    segment_images,
+    to_feature_resolution,
+)
 from pipeline.networks import HydraMixGenerator, PatchDiscriminator, count_parameters
 from pipeline.quality import fidelity_report, psnr
 
@@ -321,7 +329,7 @@ def train_generator(
     images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous().to(device)  # (M, 3, R, R) uint8
 
     # Superpixels once, before the loop (grid masks only need the shape).
-    if cfg.masks.kind == "segmentation":
+    if cfg.masks.kind in SEGMENT_KINDS:
         segments = segment_images(images_np, cfg.masks)
     else:
         segments = np.zeros(images_np.shape[:3], dtype=np.int32)

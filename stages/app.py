@@ -65,3 +65,18 @@ def load_section(params_path: Path, section: str, cls: type[T]) -> T:
     if section not in data:
         raise HydraMixError(f"{params_path}: has no '{section}' section")
     return from_dict(cls, data[section], where=f"{params_path}:{section}")
+
+
+def parse_n_sources(text: str | None, flag: str) -> tuple[int, int] | None:
+    """``"N"`` or ``"MIN,MAX"`` from the command line -> (min, max); None stays None (flag not given)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise HydraMixError(f"{flag} must be N or MIN,MAX (integers), got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise HydraMixError(f"{flag} must be N or MIN,MAX, got {text!r}")
+    return values

@@ -9,6 +9,7 @@ import torch
 import typer
 
 from pipeline.atomic import write_json
+from pipeline.augment import run_name
 from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
 from pipeline.evaluate import accuracy_metrics, plot_confusion, predict
@@ -58,6 +59,7 @@ def evaluate_command(
     metrics.update(
         split=split,
         method=meta["method"],
+        augment=meta.get("augment"),
         arch=meta["arch"]["name"],
         dataset=meta.get("dataset"),
         k=meta.get("k"),
@@ -67,7 +69,8 @@ def evaluate_command(
         synthetic_share=meta["config"]["synthetic_share"] if meta.get("synthetic") else 0.0,
         checkpoint=str(checkpoint),
     )
-    title = f"{meta['method']} {meta['arch']['name']} {meta.get('dataset')} k={meta.get('k')} seed={meta['seed']}"
+    run = run_name(meta["method"], meta.get("augment"))
+    title = f"{run} {meta['arch']['name']} {meta.get('dataset')} k={meta.get('k')} seed={meta['seed']}"
     plot_confusion(metrics["confusion"], images.class_names, out_plot, f"{title}: top-1 {100 * metrics['top1']:.1f}%")
     write_json(out_metrics, metrics)
     typer.echo(

@@ -8,16 +8,18 @@ from typing import Annotated
 
 import typer
 
+from pipeline.atomic import write_file
 from pipeline.errors import HydraMixError
-from pipeline.report import aggregate, load_metrics, markdown_table, plot_results
+from pipeline.report import aggregate, compare, load_metrics, markdown_table, plot_results
 from stages.app import stage
 
 
 @stage(
     "report",
     "Aggregate evaluations into a results table and plot.",
-    help="Aggregate evaluation metrics JSONs into a Markdown table (method x dataset x k, mean ± std over "
-    "seeds) and a bar plot.",
+    help="Aggregate evaluation metrics JSONs into a Markdown table (run x dataset x k: mean ± std over seeds, and "
+    "the top-1 difference to a reference run and to the best classic augmentation, paired by seed, with 95% "
+    "t-intervals) and a plot. See docs/statistics.md.",
 )
 def report_command(
     metrics: Annotated[
@@ -30,18 +32,29 @@ def report_command(
     ],
     out_table: Annotated[Path, typer.Option("--out-table", help="Markdown table to write.")],
     out_plot: Annotated[Path, typer.Option("--out-plot", help="PNG bar plot to write.")],
+    reference: Annotated[
+        str,
+        typer.Option(
+            "--reference",
+            help="Name of the run to compare every other run of the same dataset and k with (e.g. baseline, "
+            "mixup, hydramix+mixup): the 'Δ vs' column and the lower plot show each run's top-1 minus the "
+            "reference's, paired by seed, with a 95% t-interval. Both runs must hold the same seeds. An error if "
+            "no panel has this run.",
+        ),
+    ] = "baseline",
 ) -> None:
-    """Collect the metrics files, aggregate per (dataset, k, method), write table and plot."""
+    """Collect the metrics files, aggregate per (dataset, k, run), compare with the reference, write table and
+    plot."""
     paths = _expand(metrics)
-    rows = aggregate(load_metrics(paths))
-    table = markdown_table(rows)
-    out_table.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_table.with_name(out_table.name + ".tmp")
-    tmp.write_text(table)
-    tmp.replace(out_table)
-    plot_results(rows, out_plot)
+    report = compare(aggregate(load_metrics(paths)), reference=reference)
+    table = markdown_table(report)
+    write_file(out_table, lambda tmp: tmp.write_text(table))
+    plot_results(report, out_plot)
     typer.echo(table, nl=False)
-    typer.echo(f"{len(paths)} run(s) in {len(rows)} row(s); wrote {out_table} and {out_plot}")
+    typer.echo(
+        f"{len(paths)} run(s) in {len(report['rows'])} row(s), {len(report['panels'])} panel(s), reference "
+        f"{reference}; wrote {out_table} and {out_plot}"
+    )
 
 
 def _expand(patterns: list[str]) -> list[Path]:

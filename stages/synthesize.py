@@ -24,13 +24,22 @@ from pipeline.atomic import write_json
 from pipeline.config import from_dict, replace, to_dict
 from pipeline.dataset_card import render_card
 from pipeline.devices import resolve_device, resolve_dtype
+from pipeline.diagnostics import DIAGNOSTIC_PREFIX, describe_dataset
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet, read_parquet
-from pipeline.masks import MaskConfig
-from pipeline.shards import file_sha256, n_shards, plan_dataset, shards_for_rank, write_dataset, write_dataset_shards
-from pipeline.synthesis import SynthConfig, Synthesizer
+from pipeline.masks import PAIR_KINDS, MaskConfig
+from pipeline.shards import (
+    file_sha256,
+    n_shards,
+    plan_dataset,
+    read_manifest,
+    shards_for_rank,
+    write_dataset,
+    write_dataset_shards,
+)
+from pipeline.synthesis import SynthConfig, Synthesizer, fit_blur_sigma_to
 from pipeline.train_generator import load_generator
-from stages.app import ParamsOption, load_section, stage
+from stages.app import ParamsOption, load_section, parse_n_sources, stage
 
 
 @stage(
@@ -54,7 +63,22 @@ def synthesize(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Dataset seed (overrides synthesize.seed).")] = None,
     mode: Annotated[
-        str | None, typer.Option(help="generator (HydraMix) or pixel (mask-composite control, no generator).")
+        str | None,
+        typer.Option(
+            help="generator (HydraMix), pixel (mask-composite control, no generator) or blur (that composite "
+            "Gaussian-blurred: the blur control; needs --blur-reference or --blur-sigma)."
+        ),
+    ] = None,
+    blur_reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--blur-reference",
+            help="Blur mode: a generator set of the same subset, seed and N (its manifest's diagnostics); the "
+            "blur sigma is fitted so that this set's high-frequency power share matches it.",
+        ),
+    ] = None,
+    blur_sigma: Annotated[
+        float | None, typer.Option("--blur-sigma", min=0.0, help="Blur mode: the Gaussian sigma in px, given.")
     ] = None,
     n_sources: Annotated[
         str | None,
@@ -71,7 +95,10 @@ def synthesize(
 ) -> None:
     """Resumable: re-running the same command keeps complete shards and renders only the missing ones."""
     with distributed.session():  # a no-op without torchrun
-        _synthesize(subset, out, generator, params, n_per_class, seed, mode, n_sources, device, name, force, metrics)
+        _synthesize(
+            subset, out, generator, params, n_per_class, seed, mode, n_sources, device, name, force, metrics,
+            blur_reference, blur_sigma,
+        )  # fmt: skip
 
 
 def _synthesize(
@@ -87,19 +114,26 @@ def _synthesize(
     name: str | None,
     force: bool,
     metrics: Path | None,
+    blur_reference: Path | None,
+    blur_sigma: float | None,
 ) -> None:
     cfg = load_section(params, "synthesize", SynthConfig)
     if n_per_class is not None and n_per_class < 1:
         raise HydraMixError(f"--n-per-class must be >= 1, got {n_per_class}")
-    if mode is not None and mode not in ("generator", "pixel"):
-        raise HydraMixError(f"--mode must be 'generator' or 'pixel', got {mode!r}")
+    if mode is not None and mode not in ("generator", "pixel", "blur"):
+        raise HydraMixError(f"--mode must be generator, pixel or blur, got {mode!r}")
+    blurring = (mode or cfg.mode) == "blur"
+    if blurring and (blur_reference is None) == (blur_sigma is None):
+        raise HydraMixError("blur mode needs exactly one of --blur-reference DIR (fit the sigma) or --blur-sigma S")
+    if not blurring and (blur_reference is not None or blur_sigma is not None):
+        raise HydraMixError("--blur-reference and --blur-sigma are for --mode blur only")
     try:
         cfg = replace(
             cfg,
             n_per_class=n_per_class,
             seed=seed,
             mode=mode,
-            n_sources=_parse_n_sources(n_sources),
+            n_sources=parse_n_sources(n_sources, "--n-sources"),
             device=device,
             shards=replace(cfg.shards, name=name),
         )
@@ -116,10 +150,20 @@ def _synthesize(
     elif cfg.mode == "generator":
         raise HydraMixError("--generator PATH is required in generator mode (or pass --mode pixel)")
     mask_cfg = _mask_config(g_meta, params)
+    if mask_cfg.kind in PAIR_KINDS and n_sources is None:
+        cfg = replace(cfg, n_sources=(2, 2))  # a ChimeraMix generator's masks mix pairs only
 
     torch_device = distributed.place(resolve_device(cfg.device))
     dtype = resolve_dtype(torch_device, cfg.precision)
-    synthesizer = Synthesizer(train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype)
+    if blurring:
+        if blur_reference is not None:
+            target = blur_target(blur_reference, cfg, subset_sha256)
+            blur_sigma = fit_blur_sigma_to(train, cfg, mask_cfg, target, DIAGNOSTIC_PREFIX, torch_device)
+        cfg = replace(cfg, mode="blur", blur_sigma=blur_sigma)
+    try:
+        synthesizer = Synthesizer(train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype)
+    except ValueError as exc:  # mask params that cannot go together (e.g. a ChimeraMix rule with N > 2)
+        raise HydraMixError(f"bad synthesis params: {exc}") from None
     identity = {
         "name": cfg.shards.name,
         "shard_size": cfg.shards.shard_size,
@@ -164,6 +208,7 @@ def _synthesize(
         card=render_card,
         force=force and not distributed.active(),
         indices=[] if distributed.active() else None,
+        describe=lambda directory, names: describe_dataset(directory, names, train, DIAGNOSTIC_PREFIX),
     )
     seconds = time.perf_counter() - start
     rendered += sum(e["count"] for e in written.values() if e["rendered"])
@@ -180,12 +225,38 @@ def _synthesize(
         "dtype": identity["compute"]["dtype"],
         "world_size": distributed.world_size(),
     }
+    diag = manifest["diagnostics"]
+    figures["diagnostics"] = diag
     if metrics is not None:
         write_json(metrics, figures)
+    blur = f", blur sigma {cfg.blur_sigma} px" if cfg.mode == "blur" else ""
     typer.echo(
         f"{out}: {manifest['total']} images in {len(manifest['shards'])} shard(s) "
-        f"({rendered} rendered, {kept} shard(s) kept) in {seconds:.1f} s"
+        f"({rendered} rendered, {kept} shard(s) kept) in {seconds:.1f} s; high-frequency share "
+        f"{diag['synthetic']['hf_share']:.3f} (real {diag['real']['hf_share']:.3f}), within-class diversity "
+        f"{diag['synthetic']['diversity']:.3f} (real {diag['real']['diversity']:.3f}){blur}"
     )
+
+
+def blur_target(reference: Path, cfg: SynthConfig, subset_sha256: str) -> float:
+    """The high-frequency share the blur control must match: the reference generator set's, which must be
+    made from the same subset with the same seed and N (so that both sets mix the same sources and masks)."""
+    manifest = read_manifest(reference)
+    synthesis = manifest.get("synthesis") or {}
+    if (manifest.get("subset") or {}).get("manifest_sha256") != subset_sha256:
+        raise HydraMixError(f"--blur-reference {reference} was made from another subset")
+    if synthesis.get("seed") != cfg.seed or tuple(synthesis.get("n_sources") or ()) != tuple(cfg.n_sources):
+        raise HydraMixError(
+            f"--blur-reference {reference} has seed {synthesis.get('seed')} and n_sources "
+            f"{synthesis.get('n_sources')}; this set has seed {cfg.seed} and n_sources {list(cfg.n_sources)}: "
+            "the blur control must mix the very sources and masks of its reference"
+        )
+    try:
+        return float(manifest["diagnostics"]["synthetic"]["hf_share"])
+    except (KeyError, TypeError):
+        raise HydraMixError(
+            f"--blur-reference {reference} has no diagnostics in its manifest; re-run its synthesize command"
+        ) from None
 
 
 def _claim(out: Path, identity: dict[str, Any], force: bool) -> None:
@@ -225,20 +296,6 @@ def _read_subset_train(directory: Path) -> tuple[ImageSet, dict[str, Any]]:
     except ValueError as exc:
         raise HydraMixError(f"{manifest_path}: not valid JSON ({exc})") from None
     return read_parquet(directory / "train.parquet"), manifest
-
-
-def _parse_n_sources(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise HydraMixError(f"--n-sources must be N or MIN,MAX (integers), got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2:
-        raise HydraMixError(f"--n-sources must be N or MIN,MAX, got {text!r}")
-    return values
 
 
 def _mask_config(g_meta: dict[str, Any] | None, params: Path) -> MaskConfig:

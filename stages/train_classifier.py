@@ -1,4 +1,4 @@
-"""``hydramix train-classifier``: train a classifier from scratch with one augmentation method.
+"""``hydramix train-classifier``: train a classifier from scratch with one method (+ a classic augmentation).
 
 Under ``torchrun`` the same command trains with DistributedDataParallel (classifier.batch_size is the global
 batch); rank 0 writes the checkpoint and the statistics.
@@ -13,7 +13,7 @@ import typer
 
 from pipeline import distributed
 from pipeline.atomic import write_json
-from pipeline.augment import METHODS, SYNTHETIC_METHODS, check_method
+from pipeline.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_METHODS, resolve_augment, run_name
 from pipeline.classifiers import ARCHITECTURES
 from pipeline.config import replace
 from pipeline.errors import HydraMixError
@@ -25,18 +25,35 @@ from stages.app import ParamsOption, load_section, stage
 @stage(
     "train-classifier",
     "Train a classifier from scratch with one method.",
-    help="Train a classifier from scratch on a real subset with one augmentation method "
-    f"({', '.join(METHODS)}); the synthetic methods ({', '.join(sorted(SYNTHETIC_METHODS))}) also draw "
-    "part of each batch from --synthetic DIR.",
+    help="Train a classifier from scratch on a real subset with one method: a classic augmentation "
+    f"({', '.join(CLASSIC_AUGMENTATIONS)}) on the real images, or a synthetic method "
+    f"({', '.join(SYNTHETIC_METHODS)}) that also draws part of each batch from --synthetic DIR and can be "
+    "combined with a classic augmentation applied to the whole batch (--method hydramix --augment mixup).",
 )
 def train_classifier_command(
-    method: Annotated[str, typer.Option("--method", help=f"Augmentation method: {', '.join(METHODS)}.")],
+    method: Annotated[str, typer.Option("--method", help=f"Method: {', '.join(METHODS)}.")],
     subset: Annotated[Path, typer.Option("--subset", help="Subset directory written by `hydramix subset`.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.pt).")],
     synthetic: Annotated[
         Path | None,
         typer.Option("--synthetic", help="Synthetic dataset directory (shards); required by the synthetic methods."),
     ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            "--augment",
+            help="Classic augmentation applied to every batch, real and synthetic rows alike, of a synthetic "
+            f"method ({', '.join(CLASSIC_AUGMENTATIONS)}; default baseline: crop + flip). The run is reported as "
+            "METHOD+AUGMENT.",
+        ),
+    ] = None,
+    allow_foreign_synthetic: Annotated[
+        bool,
+        typer.Option(
+            "--allow-foreign-synthetic",
+            help="Accept a synthetic set made from another subset than --subset (off: that is an error).",
+        ),
+    ] = False,
     out_metrics: Annotated[
         Path | None,
         typer.Option("--out-metrics", help="Optional JSON with training statistics (time, img/s, val top-1)."),
@@ -49,15 +66,14 @@ def train_classifier_command(
     synthetic_share: Annotated[float | None, typer.Option(help="Override classifier.synthetic_share.")] = None,
 ) -> None:
     """Load the subset (and synthetic set), train, write the checkpoint (and training statistics)."""
-    check_method(method)
+    name = run_name(method, resolve_augment(method, augment))  # validates the combination first
     if arch is not None and arch not in ARCHITECTURES:
         raise HydraMixError(f"unknown architecture '{arch}'; valid: {', '.join(ARCHITECTURES)}")
     if method in SYNTHETIC_METHODS and synthetic is None:
         raise HydraMixError(f"method '{method}' needs --synthetic DIR (a dataset written by `hydramix synthesize`)")
     if method not in SYNTHETIC_METHODS and synthetic is not None:
         raise HydraMixError(
-            f"method '{method}' uses no synthetic data; drop --synthetic or use one of "
-            f"{', '.join(sorted(SYNTHETIC_METHODS))}"
+            f"method '{method}' uses no synthetic data; drop --synthetic or use one of {', '.join(SYNTHETIC_METHODS)}"
         )
     config = load_section(params, "classifier", ClassifierConfig)
     try:
@@ -74,7 +90,7 @@ def train_classifier_command(
     data = read_subset(subset)
     synthetic_set, synthetic_manifest = None, None
     if synthetic is not None:
-        from pipeline.shards import load_images, read_manifest
+        from pipeline.shards import file_sha256, load_images, read_manifest
         from pipeline.train_classifier import check_synthetic
 
         synthetic_manifest = read_manifest(synthetic)
@@ -83,20 +99,31 @@ def train_classifier_command(
                 f"{synthetic}: synthetic classes {synthetic_manifest.get('class_names')} do not match "
                 f"{subset}'s {list(data.train.class_names)}"
             )
+        made_from = (synthetic_manifest.get("subset") or {}).get("manifest_sha256")
+        if made_from != file_sha256(subset / "manifest.json") and not allow_foreign_synthetic:
+            raise HydraMixError(
+                f"{synthetic} was made from another subset than {subset} (subset manifest sha256 {made_from}); "
+                "pass the subset it was made from, or --allow-foreign-synthetic to train on both anyway"
+            )
         synthetic_set = load_images(synthetic)
         check_synthetic(data.train, synthetic_set, str(synthetic))
     with distributed.session():  # a no-op without torchrun
-        result = train_classifier(method, data.train, config, synthetic=synthetic_set)
+        result = train_classifier(method, data.train, config, synthetic=synthetic_set, augment=augment)
         if not distributed.is_main():
             return  # rank 0 writes the outputs; the session's barrier holds the others until it has
         summary = None
         if synthetic_manifest is not None:
-            summary = {"dir": str(synthetic), "total": synthetic_manifest.get("total")}
+            summary = {
+                "dir": str(synthetic),
+                "total": synthetic_manifest.get("total"),
+                "name": synthetic_manifest.get("name"),
+                "subset_manifest_sha256": made_from,
+            }
         save_checkpoint(out, result, config, data.train, method, data.manifest, summary)
         if out_metrics is not None:
             write_json(out_metrics, result.stats)
     stats = result.stats
-    line = f"{method}: {config.iterations} steps in {stats['seconds']} s ({stats['train_images_per_s']} img/s)"
+    line = f"{name}: {config.iterations} steps in {stats['seconds']} s ({stats['train_images_per_s']} img/s)"
     if "val_top1" in stats:
         line += f", val top-1 {100 * stats['val_top1']:.2f}%"
     typer.echo(f"{line}; wrote {out}")

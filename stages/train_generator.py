@@ -19,6 +19,7 @@ from pipeline import distributed
 from pipeline.atomic import write_json
 from pipeline.config import replace
 from pipeline.errors import HydraMixError
+from pipeline.masks import MASK_KINDS
 from pipeline.subsets import read_subset
 from pipeline.train_generator import (
     GeneratorConfig,
@@ -27,7 +28,10 @@ from pipeline.train_generator import (
     write_loss_curve,
     write_png,
 )
-from stages.app import ParamsOption, load_section, stage
+from stages.app import ParamsOption, load_section, parse_n_sources, stage
+
+# What a generator is trained to do: HydraMix's N-image mixes, or ChimeraMix's pairs with its own mask rule.
+GENERATOR_KINDS = ("hydramix", "chimeramix")
 
 
 @stage(
@@ -73,6 +77,30 @@ def train_generator_command(
         typer.Option("--precision", help="auto, fp32, bf16 or fp16 (overrides generator.precision)."),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Training seed (overrides generator.seed).")] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="hydramix: N-image mixes with generator.masks as in params. chimeramix: the ChimeraMix baseline, "
+            "N = 2 with ChimeraMix's mask rule (a contiguous range of segment ids; chimeramix-grid when "
+            "generator.masks.kind is grid).",
+        ),
+    ] = "hydramix",
+    n_sources: Annotated[
+        str | None,
+        typer.Option(
+            "--n-sources",
+            help="Images per mix: N or MIN,MAX (overrides generator.masks.n_sources; ChimeraMix: 2).",
+        ),
+    ] = None,
+    mask_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--mask-kind",
+            help=f"Mask rule ({', '.join(MASK_KINDS)}; overrides generator.masks.kind). The true ChimeraMix "
+            "baseline is --n-sources 2 --mask-kind chimeramix.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     threads: Annotated[
         int | None,
@@ -90,8 +118,18 @@ def train_generator_command(
     config = load_section(params, "generator", GeneratorConfig)
     if precision is not None and precision not in ("auto", "fp32", "bf16", "fp16"):
         raise HydraMixError(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if kind not in GENERATOR_KINDS:
+        raise HydraMixError(f"--kind must be one of {', '.join(GENERATOR_KINDS)}, got {kind!r}")
+    if kind == "chimeramix":
+        if mask_kind is not None or n_sources is not None:
+            raise HydraMixError("--kind chimeramix fixes N = 2 and the mask rule: drop --n-sources and --mask-kind")
+        mask_kind = "chimeramix-grid" if config.masks.kind == "grid" else "chimeramix"
+        n_sources = "2"
+    if mask_kind is not None and mask_kind not in MASK_KINDS:
+        raise HydraMixError(f"--mask-kind must be one of {', '.join(MASK_KINDS)}, got {mask_kind!r}")
     try:
-        config = replace(config, iterations=iterations, device=device, precision=precision, seed=seed)
+        masks = replace(config.masks, kind=mask_kind, n_sources=parse_n_sources(n_sources, "--n-sources"))
+        config = replace(config, iterations=iterations, device=device, precision=precision, seed=seed, masks=masks)
     except ValueError as exc:
         raise HydraMixError(f"bad option: {exc}") from None
     data = read_subset(subset)

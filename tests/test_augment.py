@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.augment import METHODS, AugmentConfig, BatchAugmenter, check_method, cutout, random_crop_flip
+from pipeline.augment import (
+    CLASSIC_AUGMENTATIONS,
+    SYNTHETIC_METHODS,
+    AugmentConfig,
+    BatchAugmenter,
+    check_method,
+    cutout,
+    random_crop_flip,
+    resolve_augment,
+    run_name,
+)
 from pipeline.errors import HydraMixError
 
 
@@ -48,8 +58,8 @@ def test_cutout_square_inside_the_image():
     assert torch.equal(out[:, 0] == 0, out[:, 2] == 0)  # same mask on every channel
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_every_method_gives_normalised_input_and_soft_targets(method):
+@pytest.mark.parametrize("method", CLASSIC_AUGMENTATIONS)
+def test_every_augmentation_gives_normalised_input_and_soft_targets(method):
     torch.manual_seed(0)
     images = torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
@@ -74,3 +84,30 @@ def test_unknown_method_lists_valid_ones():
 def test_augment_config_validation():
     with pytest.raises(ValueError, match="cutout_fraction"):
         AugmentConfig(cutout_fraction=0.0)
+
+
+def test_a_synthetic_method_takes_any_classic_augmentation():
+    for method in SYNTHETIC_METHODS:
+        assert resolve_augment(method, None) == "baseline"
+        for augment in CLASSIC_AUGMENTATIONS:
+            assert resolve_augment(method, augment) == augment
+    assert resolve_augment("mixup", None) == "mixup"  # a classic method is its own augmentation
+
+
+def test_unsupported_combinations_are_refused_with_the_valid_names():
+    with pytest.raises(HydraMixError, match="unknown augmentation 'mixmix'.*baseline, cutout"):
+        resolve_augment("hydramix", "mixmix")
+    with pytest.raises(HydraMixError, match="'mixup' is itself a classic augmentation"):
+        resolve_augment("mixup", "cutmix")
+    with pytest.raises(HydraMixError, match="unknown augmentation 'hydramix'"):
+        resolve_augment("pixelmix", "hydramix")
+    with pytest.raises(HydraMixError, match="unknown method"):
+        resolve_augment("mixmix", None)
+    with pytest.raises(HydraMixError, match="unknown augmentation 'pixelmix'"):
+        BatchAugmenter("pixelmix", AugmentConfig(), 3, torch.zeros(3), torch.ones(3))
+
+
+def test_run_names():
+    assert run_name("hydramix", "mixup") == "hydramix+mixup"
+    assert run_name("hydramix", "baseline") == run_name("hydramix", None) == "hydramix"
+    assert run_name("mixup", "mixup") == "mixup"

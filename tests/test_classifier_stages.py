@@ -9,7 +9,7 @@ import pytest
 from conftest import make_imageset
 from typer.testing import CliRunner
 
-from pipeline.shards import Sample, finish_dataset, write_shard
+from pipeline.shards import Sample, file_sha256, finish_dataset, write_shard
 
 runner = CliRunner()
 
@@ -54,8 +54,8 @@ def params(tmp_path) -> Path:
     return path
 
 
-def write_synthetic(directory: Path, n_classes: int = 4, n_per_class: int = 3) -> Path:
-    """A tiny synthetic dataset directory in the shard format of pipeline.shards."""
+def write_synthetic(directory: Path, n_classes: int = 4, n_per_class: int = 3, subset: Path | None = None) -> Path:
+    """A tiny synthetic dataset directory in the shard format of pipeline.shards, made from ``subset``."""
     images = make_imageset(n_per_class, resolution=16, n_classes=n_classes, seed=9)
     directory.mkdir(parents=True)
     samples = [
@@ -69,7 +69,10 @@ def write_synthetic(directory: Path, n_classes: int = 4, n_per_class: int = 3) -
         class_names=images.class_names,
         resolution=16,
         counts=images.counts(),
-        identity={"method": "test"},
+        identity={
+            "method": "test",
+            "subset": {"manifest_sha256": file_sha256(subset / "manifest.json") if subset else None},
+        },
         card="tiny test set\n",
     )
     return directory
@@ -138,7 +141,7 @@ def test_train_evaluate_report_end_to_end(app, tmp_path, params, tiny_subset):
 
 
 def test_synthetic_method_trains_on_shards(app, tmp_path, params, tiny_subset):
-    synthetic = write_synthetic(tmp_path / "syn")
+    synthetic = write_synthetic(tmp_path / "syn", subset=tiny_subset)
     result = invoke(
         app,
         "train-classifier",
@@ -154,6 +157,46 @@ def test_synthetic_method_trains_on_shards(app, tmp_path, params, tiny_subset):
         params,
     )
     assert result.exit_code == 0, result.output
+
+
+def test_a_synthetic_method_combined_with_mixup_end_to_end(app, tmp_path, params, tiny_subset):
+    synthetic = write_synthetic(tmp_path / "syn", subset=tiny_subset)
+    ckpt, metrics = tmp_path / "hydramix+mixup.pt", tmp_path / "eval" / "hydramix+mixup.json"
+    result = invoke(
+        app, "train-classifier", "--method", "hydramix", "--augment", "mixup", "--subset", tiny_subset,
+        "--synthetic", synthetic, "--out", ckpt, "--params", params,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "hydramix+mixup: 2 steps" in result.output
+    result = invoke(
+        app, "evaluate", "--checkpoint", ckpt, "--subset", tiny_subset, "--out-metrics", metrics,
+        "--out-plot", tmp_path / "eval" / "h.png",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads(metrics.read_text())
+    assert (record["method"], record["augment"]) == ("hydramix", "mixup")
+
+
+def test_a_synthetic_set_of_another_subset_is_refused(app, tmp_path, params, tiny_subset):
+    foreign = write_synthetic(tmp_path / "syn")  # made from no subset we know
+    args = ["--method", "hydramix", "--subset", tiny_subset, "--synthetic", foreign, "--params", params]
+    _fails(invoke(app, "train-classifier", *args, "--out", tmp_path / "x.pt"), "made from another subset")
+    assert not (tmp_path / "x.pt").exists()
+    result = invoke(app, "train-classifier", *args, "--out", tmp_path / "y.pt", "--allow-foreign-synthetic")
+    assert result.exit_code == 0, result.output
+
+
+def test_bad_augment_names_and_combinations(app, tmp_path, params, tiny_subset):
+    base = ["--subset", tiny_subset, "--out", tmp_path / "x.pt", "--params", params]
+    synthetic = write_synthetic(tmp_path / "syn", subset=tiny_subset)
+    _fails(
+        invoke(app, "train-classifier", "--method", "hydramix", "--augment", "mixmix", "--synthetic", synthetic, *base),
+        "unknown augmentation 'mixmix'",
+        "trivialaugment",
+    )
+    _fails(invoke(app, "train-classifier", "--method", "mixup", "--augment", "cutmix", *base), "--method cutmix")
+    _fails(invoke(app, "train-classifier", "--method", "hydramix", "--augment", "mixup", *base), "needs --synthetic")
+    assert not (tmp_path / "x.pt").exists()
 
 
 def _fails(result, *fragments: str) -> None:
@@ -173,7 +216,7 @@ def test_bad_method_arch_and_synthetic_rules(app, tmp_path, params, tiny_subset)
         "wrn-16-8",
     )
     _fails(invoke(app, "train-classifier", "--method", "chimeramix", *base), "needs --synthetic")
-    synthetic = write_synthetic(tmp_path / "syn")
+    synthetic = write_synthetic(tmp_path / "syn", subset=tiny_subset)
     _fails(
         invoke(app, "train-classifier", "--method", "cutmix", "--synthetic", synthetic, *base),
         "uses no synthetic data",
@@ -183,9 +226,9 @@ def test_bad_method_arch_and_synthetic_rules(app, tmp_path, params, tiny_subset)
 
 def test_synthetic_class_mismatch_and_corrupt_shard(app, tmp_path, params, tiny_subset):
     base = ["--subset", tiny_subset, "--out", tmp_path / "x.pt", "--params", params]
-    three = write_synthetic(tmp_path / "three", n_classes=3)
+    three = write_synthetic(tmp_path / "three", n_classes=3, subset=tiny_subset)
     _fails(invoke(app, "train-classifier", "--method", "hydramix", "--synthetic", three, *base), "do not match")
-    broken = write_synthetic(tmp_path / "broken")
+    broken = write_synthetic(tmp_path / "broken", subset=tiny_subset)
     shard = broken / "hydramix-000000.tar"
     data = bytearray(shard.read_bytes())
     data[600] ^= 0xFF

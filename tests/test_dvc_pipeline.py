@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.augment import METHODS, SYNTHETIC_METHODS
+from pipeline.augment import CLASSIC_AUGMENTATIONS, SYNTHETIC_METHODS
 from pipeline.clip_scorer import ScoreConfig
 from pipeline.config import from_dict
 from pipeline.prepare import PrepareConfig, SubsetConfig
@@ -50,8 +50,11 @@ def test_every_params_section_loads_into_its_config(params):
 
 def test_protocol_names_real_methods(params):
     protocol = params["protocol"]
-    assert set(protocol["augmentations"]) <= set(METHODS) - SYNTHETIC_METHODS
-    assert set(protocol["mixes"]) <= SYNTHETIC_METHODS
+    assert set(protocol["augmentations"]) <= set(CLASSIC_AUGMENTATIONS)
+    assert set(protocol["mixes"]) <= set(SYNTHETIC_METHODS)
+    assert set(protocol["combinations"]["mixes"]) <= set(SYNTHETIC_METHODS)
+    assert set(protocol["combinations"]["augmentations"]) <= set(CLASSIC_AUGMENTATIONS) - {"baseline"}
+    assert set(protocol["generators"]) <= {"hydramix", "chimeramix"}
     assert all(k >= 1 for k in protocol["k"]) and all(s >= 0 for s in protocol["seeds"])
 
 
@@ -90,10 +93,10 @@ def test_every_dependency_is_produced_upstream(stages):
 
 def test_the_synthetic_control_uses_hydramix_sources_and_masks(stages):
     """pixelmix must composite exactly HydraMix's samples: same seed and N, only the renderer differs."""
-    hydra = shlex.split(stages["synthesize-hydramix@10-0"].cmd)
+    hydra = shlex.split(stages["synthesize@10-0-hydramix"].cmd)
     pixel = shlex.split(stages["synthesize-pixelmix@10-0"].cmd)
     differing = {a for a in set(hydra) ^ set(pixel) if a.startswith("--")}
-    assert differing == {"--mode", "--name"}
+    assert differing == {"--mode"}  # (--name differs in value only)
 
 
 def test_changing_synthesis_params_does_not_retrain_the_generator(stages):
@@ -103,6 +106,37 @@ def test_changing_synthesis_params_does_not_retrain_the_generator(stages):
         deps = [d for d in stages[address].deps if isinstance(d, ParamsDependency)]
         return {key.split(".")[0] for d in deps for key in d.params}
 
-    assert sections("train-generator@10-0") == {"generator"}
-    assert sections("synthesize-hydramix@10-0") == {"synthesize"}
+    assert sections("train-generator@10-0-hydramix") == {"generator"}
+    assert sections("synthesize@10-0-hydramix") == {"synthesize"}
     assert "synthesize" not in sections("subset@10-0") | sections("prepare")
+
+
+def test_the_blur_control_mixes_hydramix_samples_too(stages):
+    hydra = shlex.split(stages["synthesize@10-0-hydramix"].cmd)
+    blur = shlex.split(stages["synthesize-pixelmix-blur@10-0"].cmd)
+    differing = {a for a in set(hydra) ^ set(blur) if a.startswith("--")}
+    assert differing == {"--mode", "--blur-reference"}
+
+
+def test_a_combination_in_the_protocol_becomes_a_stage_that_says_what_it_runs(tmp_path):
+    """protocol.combinations expands to train-classifier-combined@K-SEED-METHOD-AUGMENT stages, and the
+    chimeramix generator to its own train-generator stage."""
+    import shutil
+
+    from dvc.repo import Repo
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["protocol"]["generators"] = ["hydramix", "chimeramix"]
+    params["protocol"]["mixes"] = ["chimeramix"]
+    params["protocol"]["combinations"] = {"mixes": ["hydramix", "pixelmix"], "augmentations": ["autoaugment"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with Repo(str(tmp_path), uninitialized=True) as repo:
+        stages = {stage.name: stage for stage in repo.index.stages}
+    assert "train-generator@10-0-chimeramix" in stages and "train-classifier-mix@10-0-chimeramix" in stages
+    assert "--kind chimeramix" in stages["train-generator@10-0-chimeramix"].cmd
+    for method in ("hydramix", "pixelmix"):
+        cmd = stages[f"train-classifier-combined@10-0-{method}-autoaugment"].cmd
+        assert f"--method {method} --augment autoaugment" in cmd and f"{method}+autoaugment.pt" in cmd
+        assert f"evaluate-combined@10-0-{method}-autoaugment" in stages

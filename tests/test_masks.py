@@ -164,3 +164,43 @@ def test_mask_config_loads_from_params_and_rejects_bad_values():
     for values, word in bad:
         with pytest.raises(ConfigError, match=word):
             from_dict(MaskConfig, values, "generator.masks")
+
+
+def test_chimeramix_takes_a_contiguous_range_of_the_base_segments_from_the_other_source(segments):
+    cfg = MaskConfig(kind="chimeramix", n_sources=(2, 2), scale=10.0, sigma=0.0, min_size=4)
+    rows = _rows(2, b=64)
+    masks = MaskSampler(segments, cfg).sample(rows, seed=5)
+    assert masks.shape == (64, 2, 32, 32) and torch.equal(masks.sum(1), torch.ones(64, 32, 32))
+    both = 0
+    for b in range(64):
+        # The base is the source whose segmentation the mask follows: exactly one of the two explains it.
+        fits = []
+        for base_slot in (0, 1):
+            labels = segments[rows[b, base_slot]]
+            other = masks[b, 1 - base_slot].numpy() > 0.5
+            taken = np.unique(labels[other])
+            whole = np.array_equal(other, np.isin(labels, taken))  # whole segments only
+            contiguous = len(taken) == 0 or np.array_equal(taken, np.arange(taken.min(), taken.max() + 1))
+            leaves_base = len(taken) < labels.max() + 1
+            fits.append(whole and contiguous and leaves_base)
+        assert any(fits), b
+        both += bool(masks[b, 0].any() and masks[b, 1].any())
+    assert both == 64  # every base here has >= 2 segments, so both sources always appear
+
+
+def test_chimeramix_grid_gives_whole_cells_to_either_source(segments):
+    cfg = MaskConfig(kind="chimeramix-grid", n_sources=(2, 2), grid_cells=(4, 4))
+    masks = MaskSampler(segments, cfg).sample(_rows(2, b=32), seed=1)
+    first = masks[:, 0].numpy()
+    cells = first.reshape(32, 4, 8, 4, 8)
+    assert np.all(cells.min((2, 4)) == cells.max((2, 4)))  # unshifted 8x8 cells, each from one source
+    share = first.mean()
+    assert 0.35 < share < 0.65 and 0 < first.reshape(32, -1).mean(1).min() <= first.reshape(32, -1).mean(1).max() < 1
+
+
+def test_chimeramix_kinds_mix_exactly_two_images(segments):
+    with pytest.raises(ValueError, match=r"n_sources must be \[2, 2\]"):
+        MaskConfig(kind="chimeramix", n_sources=(2, 4))
+    sampler = MaskSampler(segments, MaskConfig(kind="chimeramix", n_sources=(2, 2)))
+    with pytest.raises(ValueError, match="exactly two sources"):
+        sampler.sample(_rows(1, pad_to=2), seed=0)

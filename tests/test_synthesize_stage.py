@@ -314,3 +314,60 @@ def test_missing_subset_and_missing_params_section(setup):
     setup["params"].write_text(yaml.safe_dump({"generator": {"masks": MASKS}}))
     result = synth(setup, setup["tmp"] / "ds")
     assert result.exit_code == 1 and "has no 'synthesize' section" in result.stderr
+
+
+def test_every_set_carries_its_diagnostics_and_the_real_subsets(setup):
+    out = setup["tmp"] / "ds"
+    assert synth(setup, out).exit_code == 0
+    diagnostics = shards.read_manifest(out)["diagnostics"]
+    assert diagnostics["prefix_per_class"] == 200
+    syn, real = diagnostics["synthetic"], diagnostics["real"]
+    assert syn["n_images"] == 24 and real["n_images"] == len(read_subset(setup["subset"]).train)
+    assert 0 < syn["hf_share"] < 1 and 0 < real["hf_share"] < 1 and syn["diversity"] > 0
+    shares = [s.meta["largest_share"] for s in shards.iter_samples(out)]
+    assert syn["largest_source_share"] == pytest.approx(np.mean(shares)) and min(shares) >= 1 / 3
+    assert real["largest_source_share"] is None
+    assert "high-frequency power share" in (out / "README.md").read_text()
+
+
+def test_blur_control_mixes_the_reference_sources_and_masks_and_matches_its_sharpness(setup):
+    reference, blurred = setup["tmp"] / "hydramix", setup["tmp"] / "blur"
+    assert synth(setup, reference).exit_code == 0
+    result = synth(setup, blurred, "--mode", "blur", "--blur-reference", str(reference), "--name", "blur")
+    assert result.exit_code == 0, result.output
+    manifest = shards.read_manifest(blurred)
+    sigma = manifest["synthesis"]["blur_sigma"]
+    assert manifest["synthesis"]["mode"] == "blur" and sigma >= 0 and f"sigma {sigma} px" in result.output
+    ref = {s.key: s.meta for s in shards.iter_samples(reference)}
+    for sample in shards.iter_samples(blurred):
+        assert sample.meta["sources"] == ref[sample.key]["sources"]
+        assert sample.meta["largest_share"] == ref[sample.key]["largest_share"]  # the same masks
+    target = shards.read_manifest(reference)["diagnostics"]["synthetic"]["hf_share"]
+    got = manifest["diagnostics"]["synthetic"]["hf_share"]
+    assert got == pytest.approx(target, abs=0.02) or sigma in (0.0, 4.0)
+    # A given sigma is reproducible and recorded.
+    fixed = setup["tmp"] / "fixed"
+    assert synth(setup, fixed, "--mode", "blur", "--blur-sigma", "1.5", generator=False).exit_code == 0
+    assert shards.read_manifest(fixed)["synthesis"]["blur_sigma"] == 1.5
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--mode", "blur"], "exactly one of --blur-reference"),
+        (["--mode", "blur", "--blur-sigma", "1", "--blur-reference", "x"], "exactly one of --blur-reference"),
+        (["--blur-sigma", "1"], "for --mode blur only"),
+        (["--mode", "blur", "--blur-reference", "nowhere"], "nowhere"),
+    ],
+)
+def test_blur_mode_bad_input(setup, extra, message):
+    result = synth(setup, setup["tmp"] / "ds", *extra)
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.output, result.output
+    assert not (setup["tmp"] / "ds").exists()
+
+
+def test_blur_reference_must_share_the_seed(setup):
+    reference = setup["tmp"] / "hydramix"
+    assert synth(setup, reference).exit_code == 0
+    result = synth(setup, setup["tmp"] / "ds", "--mode", "blur", "--blur-reference", str(reference), "--seed", "1")
+    assert result.exit_code == 1 and "very sources and masks" in result.stderr

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_imageset
 
-from pipeline.augment import METHODS, SYNTHETIC_METHODS
+from pipeline.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet
 from pipeline.train_classifier import (
@@ -61,6 +61,8 @@ def test_synthetic_methods_need_a_synthetic_set_and_others_refuse_one(real, synt
         train_classifier("hydramix", real, TINY, None, progress=False)
     with pytest.raises(HydraMixError, match="uses no synthetic dataset"):
         train_classifier("baseline", real, TINY, synthetic, progress=False)
+    with pytest.raises(HydraMixError, match="is itself a classic augmentation"):
+        train_classifier("mixup", real, TINY, None, progress=False, augment="cutmix")
 
 
 def test_synthetic_classes_must_match(real):
@@ -78,8 +80,48 @@ def test_batch_source_mixes_the_synthetic_share(real, synthetic):
     images, labels = source.next_batch()
     assert images.shape == (8, 16, 16, 3) and labels.shape == (8,)
     real_rows = {bytes(r) for r in real.images.reshape(len(real), -1)}
-    from_real = [bytes(i) in real_rows for i in images.reshape(8, -1).numpy()]
-    assert from_real == [True] * 6 + [False] * 2
+    orders = []
+    for _ in range(5):
+        from_real = [bytes(i) in real_rows for i in images.reshape(8, -1).numpy()]
+        assert sum(from_real) == 6
+        orders.append(tuple(from_real))
+        images, _ = source.next_batch()
+    assert len(set(orders)) > 1  # rows in a random order, so that mixup pairs real with synthetic rows
+
+
+def test_without_a_synthetic_set_the_batch_is_the_real_draw(real):
+    source = BatchSource(real, None, batch_size=8, synthetic_share=0.5, device=torch.device("cpu"), seed=0)
+    images, labels = source.next_batch()
+    order = index_batches(len(real), 8, np.random.default_rng([0, 2]))
+    assert torch.equal(images, torch.from_numpy(real.images[next(order)]))
+
+
+@pytest.mark.parametrize("augment", CLASSIC_AUGMENTATIONS)
+def test_a_synthetic_method_trains_with_every_classic_augmentation(augment, real, synthetic):
+    result = train_classifier("hydramix", real, TINY, synthetic, progress=False, augment=augment)
+    assert np.isfinite(result.stats["final_loss"])
+    assert (result.stats["method"], result.stats["augment"]) == ("hydramix", augment)
+
+
+def test_mixup_reaches_the_synthetic_rows():
+    """Real images are all class 0 and synthetic all class 1: a mixup target with mass on both classes mixes a
+    real with a synthetic image. With the rows in a random order about half of the rows do."""
+    rng = np.random.default_rng(0)
+    names = ("real", "synthetic")
+
+    def imageset(n, label):
+        images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+        return ImageSet(images, np.full(n, label, dtype=np.int64), np.arange(n), names)
+
+    source = BatchSource(imageset(20, 0), imageset(40, 1), 16, 0.5, torch.device("cpu"), seed=0)
+    augmenter = BatchAugmenter("mixup", AugmentConfig(), 2, torch.full((3,), 0.5), torch.full((3,), 0.25))
+    torch.manual_seed(0)
+    crossed = []
+    for _ in range(20):
+        _, targets = augmenter(*source.next_batch())
+        crossed.append(((targets[:, 0] > 1e-6) & (targets[:, 1] > 1e-6)).float().mean().item())
+    # Real first and synthetic last, torchvision's neighbour pairing would cross only 2 of 16 rows (0.125).
+    assert np.mean(crossed) > 0.3
 
 
 def test_index_batches_visit_every_image_each_epoch():

@@ -226,3 +226,27 @@ def test_stage_bad_params_and_corrupt_checkpoint(tiny_subset: Path, tmp_path: Pa
     result = CliRunner().invoke(app, _stage_args(tiny_subset, out, params))
     assert result.exit_code == 1 and "unreadable" in result.output
     assert (out / "state.pt").read_bytes() == b"junk" and not (out / "g.pt").exists()
+
+
+def test_stage_trains_the_true_chimeramix_generator(tiny_subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = _stage_args(tiny_subset, out, _params(tmp_path)) + ["--iterations", "2"]
+    result = CliRunner().invoke(app, args + ["--n-sources", "2", "--mask-kind", "chimeramix"])
+    assert result.exit_code == 0, result.output
+    _, meta = load_generator(out / "g.pt")
+    assert meta["masks"]["kind"] == "chimeramix" and meta["masks"]["n_sources"] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--mask-kind", "chimeramix"], "n_sources must be [2, 2]"),  # the params' N range is [2, 3]
+        (["--mask-kind", "voronoi"], "--mask-kind must be one of"),
+        (["--n-sources", "2,x"], "--n-sources must be N or MIN,MAX"),
+    ],
+)
+def test_stage_mask_flags_bad_input(tiny_subset: Path, tmp_path: Path, flags, message) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, _stage_args(tiny_subset, out, _params(tmp_path)) + flags)
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not out.exists()

@@ -1,0 +1,222 @@
+"""Run the CPU-quick protocol (README "Results") as a queue of `hydramix` commands, two one-thread jobs at once.
+
+    python benchmarks/run_protocol.py --root runs/k10 --results docs/results/cpu-quick-k10-5seeds
+
+Every job is a plain `hydramix` command with the default params.yaml; a job runs once its inputs exist and is
+skipped when its outputs do, so the same command resumes after a kill or in a later session (train-generator
+resumes from its checkpoint). Each finished evaluation's metrics JSON is copied to --results, named
+``<run>-s<seed>.json``, ready to commit as it lands. The job list is re-read from this file whenever a slot
+frees, so editing it takes effect without a restart. `--list` prints the jobs as JSON; `--dry-run` prints what
+would run now. Why one thread per job: contended OpenMP threads made training 8-100x slower on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+K = 10
+SEEDS = (0, 1, 2, 3, 4)
+CLASSIC = ("baseline", "mixup", "autoaugment", "trivialaugment", "cutmix", "cutout", "random-erasing")
+# (method, --augment) of the runs on real + a synthetic set.
+SYNTHETIC_RUNS = (
+    ("pixelmix", None),
+    ("pixelmix-blur", None),
+    ("chimeramix", None),
+    ("hydramix", None),
+    ("hydramix", "mixup"),
+    ("hydramix", "autoaugment"),
+    ("hydramix", "trivialaugment"),
+)
+
+
+def run_name(method: str, augment: str | None) -> str:
+    """The report row of a run: the method, or method+augment for a combination."""
+    return method if augment in (None, "baseline") else f"{method}+{augment}"
+
+
+def jobs(root: Path) -> list[dict]:
+    """Every job of the protocol in priority order: {name, cmd, deps, outs, metrics?}."""
+    return [j for j in _all_jobs(root) if not any(j["name"].startswith(p) for p in HELD)]
+
+
+# Job-name prefixes held back (e.g. while the code they need is being written); edit to release them.
+HELD: tuple[str, ...] = ()
+
+
+def _all_jobs(root: Path) -> list[dict]:
+    out: list[dict] = []
+    prepared = root / "prepared"
+    out.append(
+        {
+            "name": "prepare",
+            "cmd": f"hydramix prepare --dataset folder --out {prepared} --download-dir {root / 'downloads'}",
+            "deps": [],
+            "outs": [str(prepared / "manifest.json")],
+        }
+    )
+    for s in SEEDS:
+        sub = root / "subsets" / f"k{K}-seed{s}"
+        out.append(
+            {
+                "name": f"subset-s{s}",
+                "cmd": f"hydramix subset --prepared {prepared} --out {sub} --k {K} --seed {s}",
+                "deps": [str(prepared / "manifest.json")],
+                "outs": [str(sub / "manifest.json")],
+            }
+        )
+    # Generators first: every synthetic run waits on them.
+    for kind, extra in (("hydramix", ""), ("chimeramix", " --kind chimeramix")):
+        for s in SEEDS:  # (the chimeramix ones are moved behind the hydramix synthetic sets below)
+            sub = root / "subsets" / f"k{K}-seed{s}"
+            g = root / "generators" / kind / f"k{K}-seed{s}"
+            out.append(
+                {
+                    "name": f"generator-{kind}-s{s}",
+                    "cmd": f"hydramix train-generator --subset {sub} --seed {s} --generator {g}/generator.pt "
+                    f"--checkpoint {g}/checkpoint.pt --metrics {g}/metrics.json --loss-curve {g}/loss.csv "
+                    f"--grid {g}/grid.png --no-progress --threads 1{extra}",
+                    "deps": [str(sub / "manifest.json")],
+                    "outs": [str(g / "generator.pt")],
+                }
+            )
+    for s in SEEDS:
+        sub = root / "subsets" / f"k{K}-seed{s}"
+        syn = root / "synthetic" / f"k{K}-seed{s}"
+        gh = root / "generators" / "hydramix" / f"k{K}-seed{s}" / "generator.pt"
+        gc = root / "generators" / "chimeramix" / f"k{K}-seed{s}" / "generator.pt"
+        common = f"hydramix synthesize --subset {sub} --seed {s}"
+        sets = {
+            "hydramix": (f"{common} --generator {gh} --out {syn}/hydramix --name hydramix", [gh]),
+            "pixelmix": (f"{common} --generator {gh} --out {syn}/pixelmix --mode pixel --name pixelmix", [gh]),
+            "pixelmix-blur": (
+                f"{common} --generator {gh} --out {syn}/pixelmix-blur --mode blur "
+                f"--blur-reference {syn}/hydramix --name pixelmix-blur",
+                [gh, syn / "hydramix" / "manifest.json"],
+            ),
+            "chimeramix": (
+                f"{common} --generator {gc} --out {syn}/chimeramix --name chimeramix",
+                [gc],
+            ),
+        }
+        for name, (cmd, deps) in sets.items():
+            out.append(
+                {
+                    "name": f"synthesize-{name}-s{s}",
+                    "cmd": cmd + f" --metrics {syn}/{name}.metrics.json",
+                    "deps": [str(sub / "manifest.json"), *map(str, deps)],
+                    "outs": [str(syn / name / "manifest.json")],
+                }
+            )
+    # Priority: hydramix generators, their synthetic sets, then the chimeramix generators.
+    chimeramix = [j for j in out if j["name"].startswith("generator-chimeramix")]
+    out = [j for j in out if not j["name"].startswith("generator-chimeramix")]
+    first_synth = next(i for i, j in enumerate(out) if j["name"].startswith("synthesize-"))
+    out[first_synth:first_synth] = []
+    out += chimeramix
+    cells = [(m, a, True, s) for m, a in SYNTHETIC_RUNS for s in SEEDS]
+    # Classic runs: baseline seed 0 first (its figure checks the instrument against the committed 3-seed run),
+    # then the seeds and method the 3-seed table lacks, then the rest.
+    classic = [(m, None, False, s) for m in CLASSIC for s in SEEDS]
+    classic.sort(key=lambda c: (c[0] != "baseline" or c[3] != 0, c[3] < 3 and c[0] != "random-erasing"))
+    for method, augment, synthetic, s in cells + classic:
+        if True:
+            sub = root / "subsets" / f"k{K}-seed{s}"
+            name = run_name(method, augment)
+            ckpt = root / "classifiers" / f"k{K}-seed{s}" / f"{name}.pt"
+            metrics = root / "metrics" / f"{name}-s{s}.json"
+            cmd = f"hydramix train-classifier --method {method} --seed {s} --subset {sub} --out {ckpt}"
+            deps = [str(sub / "manifest.json")]
+            if augment:
+                cmd += f" --augment {augment}"
+            if synthetic:
+                syn = root / "synthetic" / f"k{K}-seed{s}" / method
+                cmd += f" --synthetic {syn}"
+                deps.append(str(syn / "manifest.json"))
+            cmd += (
+                f" && hydramix evaluate --checkpoint {ckpt} --subset {sub} --precision fp32 "
+                f"--out-metrics {metrics} --out-plot {metrics.with_suffix('.png')}"
+            )
+            out.append(
+                {"name": f"classify-{name}-s{s}", "cmd": cmd, "deps": deps, "outs": [str(metrics)], "metrics": True}
+            )
+    return out
+
+
+def _ready(job: dict) -> bool:
+    return all(Path(d).exists() for d in job["deps"])
+
+
+def _done(job: dict) -> bool:
+    return all(Path(o).exists() for o in job["outs"])
+
+
+def _load_jobs(root: Path) -> list[dict]:
+    # A fresh interpreter, so that edits to this file take effect between jobs.
+    text = subprocess.run(
+        [sys.executable, __file__, "--root", str(root), "--list"], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("runs/k10"))
+    parser.add_argument("--results", type=Path, default=Path("docs/results/cpu-quick-k10-5seeds"))
+    parser.add_argument("--jobs", type=int, default=2, help="Jobs at once (one thread each).")
+    parser.add_argument("--list", action="store_true", help="Print every job as JSON and exit.")
+    parser.add_argument("--dry-run", action="store_true", help="Print the jobs that would start now and exit.")
+    args = parser.parse_args()
+    if args.list:
+        print(json.dumps(jobs(args.root)))
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    logs = args.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, dict, float]] = {}
+    failed: set[str] = set()
+    while True:
+        for name, (proc, job, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            took = time.time() - start
+            if proc.returncode != 0 or not _done(job):
+                failed.add(name)
+                print(f"FAILED {name} (rc {proc.returncode}, {took:.0f} s): see {logs / name}.log", flush=True)
+                continue
+            print(f"done {name} in {took:.0f} s", flush=True)
+            if job.get("metrics"):
+                src = Path(job["outs"][0])
+                shutil.copyfile(src, args.results / src.name)
+        todo = [j for j in _load_jobs(args.root) if j["name"] not in failed and j["name"] not in running]
+        todo = [j for j in todo if not _done(j)]
+        ready = [j for j in todo if _ready(j)]
+        if args.dry_run:
+            for job in ready:
+                print(job["name"], "::", job["cmd"])
+            return
+        if not todo and not running:
+            print(f"all jobs finished; {len(failed)} failed: {sorted(failed)}", flush=True)
+            return
+        while ready and len(running) < args.jobs:
+            job = ready.pop(0)
+            log = open(logs / f"{job['name']}.log", "w")  # noqa: SIM115 - closed with the process
+            print(f"start {job['name']}", flush=True)
+            proc = subprocess.Popen(job["cmd"], shell=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running[job["name"]] = (proc, job, time.time())
+        if not running and not ready:
+            print(f"nothing can run: {len(todo)} jobs wait on inputs that failed", flush=True)
+            return
+        time.sleep(10)
+
+
+if __name__ == "__main__":
+    main()
