@@ -43,7 +43,11 @@ def run_name(method: str, augment: str | None) -> str:
 
 def jobs(root: Path) -> list[dict]:
     """Every job of the protocol in priority order: {name, cmd, deps, outs, metrics?}."""
-    return [j for j in _all_jobs(root) if not any(j["name"].startswith(p) for p in HELD)]
+    found = [j for j in _all_jobs(root) if not any(j["name"].startswith(p) for p in HELD)]
+    early = [j for j in found if j["name"] in ("classify-baseline-s0", "classify-mixup-s0")]
+    rest = [j for j in found if j not in early]
+    first_synth = next(i for i, j in enumerate(rest) if j["name"].startswith("synthesize-"))
+    return rest[:first_synth] + early + rest[first_synth:]
 
 
 # Job-name prefixes held back (e.g. while the code they need is being written); edit to release them.
@@ -84,6 +88,7 @@ def _all_jobs(root: Path) -> list[dict]:
                     f"--grid {g}/grid.png --no-progress --threads 1{extra}",
                     "deps": [str(sub / "manifest.json")],
                     "outs": [str(g / "generator.pt")],
+                    "keep": {str(g / "metrics.json"): f"generators/{kind}-s{s}.json"},
                 }
             )
     for s in SEEDS:
@@ -112,20 +117,23 @@ def _all_jobs(root: Path) -> list[dict]:
                     "cmd": cmd + f" --metrics {syn}/{name}.metrics.json",
                     "deps": [str(sub / "manifest.json"), *map(str, deps)],
                     "outs": [str(syn / name / "manifest.json")],
+                    "keep": {str(syn / f"{name}.metrics.json"): f"sets/{name}-s{s}.json"},
                 }
             )
     # Priority: hydramix generators, their synthetic sets, then the chimeramix generators.
     chimeramix = [j for j in out if j["name"].startswith("generator-chimeramix")]
     out = [j for j in out if not j["name"].startswith("generator-chimeramix")]
-    first_synth = next(i for i, j in enumerate(out) if j["name"].startswith("synthesize-"))
-    out[first_synth:first_synth] = []
     out += chimeramix
+    # Two checks first: baseline and mixup on seed 0 against the committed 3-seed run (same code path, same
+    # thread count: equal figures say the earlier classic runs can stand for seeds 0-2).
     cells = [(m, a, True, s) for m, a in SYNTHETIC_RUNS for s in SEEDS]
     # Classic runs: baseline seed 0 first (its figure checks the instrument against the committed 3-seed run),
     # then the seeds and method the 3-seed table lacks, then the rest.
     classic = [(m, None, False, s) for m in CLASSIC for s in SEEDS]
     classic.sort(key=lambda c: (c[0] != "baseline" or c[3] != 0, c[3] < 3 and c[0] != "random-erasing"))
-    for method, augment, synthetic, s in cells + classic:
+    checks = [c for c in classic if c[3] == 0 and c[0] in ("baseline", "mixup")]
+    classic = [c for c in classic if c not in checks]
+    for method, augment, synthetic, s in checks + cells + classic:
         if True:
             sub = root / "subsets" / f"k{K}-seed{s}"
             name = run_name(method, augment)
@@ -157,6 +165,17 @@ def _done(job: dict) -> bool:
     return all(Path(o).exists() for o in job["outs"])
 
 
+def _keep(job: dict, results: Path) -> None:
+    """Copy a finished job's figures into ``results``: evaluation metrics, generator and synthetic-set JSONs."""
+    files = dict(job.get("keep", {}))
+    if job.get("metrics"):
+        files[job["outs"][0]] = Path(job["outs"][0]).name
+    for src, dst in files.items():
+        if Path(src).is_file():
+            (results / dst).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, results / dst)
+
+
 def _load_jobs(root: Path) -> list[dict]:
     # A fresh interpreter, so that edits to this file take effect between jobs.
     text = subprocess.run(
@@ -172,9 +191,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="Jobs at once (one thread each).")
     parser.add_argument("--list", action="store_true", help="Print every job as JSON and exit.")
     parser.add_argument("--dry-run", action="store_true", help="Print the jobs that would start now and exit.")
+    parser.add_argument("--sync", action="store_true", help="Copy every finished job's figures to --results, exit.")
     args = parser.parse_args()
     if args.list:
         print(json.dumps(jobs(args.root)))
+        return
+    if args.sync:
+        for job in jobs(args.root):
+            if _done(job):
+                _keep(job, args.results)
         return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     logs = args.root / "logs"
@@ -193,9 +218,7 @@ def main() -> None:
                 print(f"FAILED {name} (rc {proc.returncode}, {took:.0f} s): see {logs / name}.log", flush=True)
                 continue
             print(f"done {name} in {took:.0f} s", flush=True)
-            if job.get("metrics"):
-                src = Path(job["outs"][0])
-                shutil.copyfile(src, args.results / src.name)
+            _keep(job, args.results)
         todo = [j for j in _load_jobs(args.root) if j["name"] not in failed and j["name"] not in running]
         todo = [j for j in todo if not _done(j)]
         ready = [j for j in todo if _ready(j)]
