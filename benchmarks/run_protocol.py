@@ -5,7 +5,7 @@
 Every job is a plain `hydramix` command with the default params.yaml; a job runs once its inputs exist and is
 skipped when its outputs do, so the same command resumes after a kill or in a later session (train-generator
 resumes from its checkpoint). Each finished evaluation's metrics JSON is copied to --results, named
-``<run>-s<seed>.json``, ready to commit as it lands. The job list is re-read from this file whenever a slot
+``<run>-s<seed>.json``, ready to commit as it lands; generator and synthetic-set figures go to ``<results>-inputs/``. The job list is re-read from this file whenever a slot
 frees, so editing it takes effect without a restart. `--list` prints the jobs as JSON; `--dry-run` prints what
 would run now. Why one thread per job: contended OpenMP threads made training 8-100x slower on this machine.
 """
@@ -166,14 +166,15 @@ def _done(job: dict) -> bool:
 
 
 def _keep(job: dict, results: Path) -> None:
-    """Copy a finished job's figures into ``results``: evaluation metrics, generator and synthetic-set JSONs."""
-    files = dict(job.get("keep", {}))
+    """Copy a finished job's figures: evaluation metrics into ``results`` (what `hydramix report` reads), generator
+    and synthetic-set JSONs into ``results``-inputs/."""
+    files = {src: Path(f"{results}-inputs") / dst for src, dst in job.get("keep", {}).items()}
     if job.get("metrics"):
-        files[job["outs"][0]] = Path(job["outs"][0]).name
+        files[job["outs"][0]] = results / Path(job["outs"][0]).name
     for src, dst in files.items():
         if Path(src).is_file():
-            (results / dst).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, results / dst)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
 
 
 def _load_jobs(root: Path) -> list[dict]:
