@@ -6,13 +6,19 @@ integer label as ASCII) and ``<key>.json`` (provenance, sorted keys). Shards are
 member metadata (mtime 0, uid/gid 0, empty owner names, mode 0644): equal samples give byte-identical shards.
 
 Shard ``i`` holds sample ids ``[i*S, min((i+1)*S, total))``; a shard depends only on its own sample ids, which
-makes a run resumable (missing shards are rendered again, complete ones kept) and splittable across processes
-(``shards_for_rank``) with byte-identical output. See ``docs/shards.md``.
+makes a run resumable (a shard is kept only if its bytes hash to the sha256 recorded when it was written; every
+other one is rendered again) and splittable across processes (``shards_for_rank``) with byte-identical output.
+
+Trust boundary: a manifest or plan is text anyone may have edited. Every shard name read from one must be a
+plain ``<name>-NNNNNN.tar`` of that dataset resolving to a file directly inside the directory, or the reader
+refuses it before opening anything; nothing is ever deleted because a manifest names it. See ``docs/shards.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -28,7 +34,6 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.atomic import write_json
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet, decode_png, encode_png
 
@@ -37,9 +42,14 @@ CARD = "README.md"
 # Written before the first shard, removed after the manifest: lets an interrupted run be resumed (or refused,
 # if the new run would make a different dataset) although its manifest does not exist yet.
 PLAN = "plan.json"
+# Held (fcntl.flock) by the one process writing into a dataset directory; holds its pid, removed on release.
+LOCK = ".synthesize.lock"
 FORMAT = "hydramix-webdataset/1"
-SHARD_RE = re.compile(r"^(?P<name>.+)-(?P<index>\d{6})\.tar$")
+# A shard file name as ShardConfig allows it (use fullmatch): no dots, no separators, so a name that matches is
+# a plain file name inside its directory.
+SHARD_RE = re.compile(r"(?P<name>[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*)-(?P<index>\d{6})\.tar")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,90}$")  # no dots (WebDataset splits at the first one), fits a ustar name
 _MEMBER_SUFFIXES = ("png", "cls", "json")
 _READ_CHUNK = 1 << 20
@@ -183,7 +193,7 @@ def write_shard(path: str | Path, samples: Iterable[SampleLike]) -> dict[str, An
     seen: set[str] = set()
     count = 0
     try:
-        with open(tmp, "wb") as f:
+        with _create(tmp) as f:
             offset = 0
             for sample in samples:
                 if sample.key in seen:
@@ -204,6 +214,30 @@ def write_shard(path: str | Path, samples: Iterable[SampleLike]) -> dict[str, An
     finally:
         tmp.unlink(missing_ok=True)
     return {"name": path.name, "sha256": digest.hexdigest(), "count": count}
+
+
+def _create(tmp: Path) -> Any:
+    """Open ``tmp`` for writing as a new file: a stale one (or a link planted under its name) is removed first,
+    and O_EXCL makes sure nothing is ever written through a link."""
+    tmp.unlink(missing_ok=True)
+    return open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), "wb")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fresh ``<path>.tmp`` and a rename; the temporary is removed on any
+    error (including Ctrl-C), and ``path`` holds either its old content or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with _create(tmp) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Sorted, indented JSON, atomically (the bytes of ``pipeline.atomic.write_json``)."""
+    _write_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def file_sha256(path: str | Path) -> str:
@@ -254,19 +288,69 @@ def _decode_sample(path: Path, key: str, parts: dict[str, bytes]) -> Sample:
     return Sample(key=key, image=image, label=label, meta=meta)
 
 
-def count_shard_samples(path: str | Path) -> int | None:
-    """Number of complete samples in a shard from its tar headers only (no decoding); None if unreadable."""
-    keys: dict[str, set[str]] = {}
-    try:
-        with tarfile.open(path, mode="r|") as tar:
-            for member in tar:
-                key, _, suffix = member.name.partition(".")
-                keys.setdefault(key, set()).add(suffix)
-    except (tarfile.TarError, OSError):
-        return None
-    if any(parts != set(_MEMBER_SUFFIXES) for parts in keys.values()):
-        return None
-    return len(keys)
+# ------------------------------------------------------------------------------------------------------------
+# Names read from a manifest or plan: checked before any is used
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of ``value``'s type, for messages."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters (one line: repr escapes newlines)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _inside(directory: Path, name: str) -> bool:
+    """True if ``directory / name`` resolves (links followed) to an entry directly inside ``directory``."""
+    return os.path.dirname(os.path.realpath(directory / name)) == os.path.realpath(directory)
+
+
+def _checked_shards(directory: Path, shards: Any, where: str | Path, name: str | None) -> list[dict[str, Any]]:
+    """The ``shards`` list of a manifest or plan, checked before any of its names is used.
+
+    Each entry must be ``{"name", "sha256", "count"}``; every name a shard file name of one dataset (``name``,
+    or that of the first entry when None) that resolves to a file directly inside ``directory`` (no separators,
+    no ``..``, no link leaving it). HydraMixError naming the first bad entry; nothing is opened or deleted here.
+    """
+    if not isinstance(shards, list):
+        raise HydraMixError(f"{where}: 'shards' must be an array of shard entries, got {_json_type(shards)}")
+    checked = []
+    for i, entry in enumerate(shards):
+        if not isinstance(entry, dict) or set(entry) != {"name", "sha256", "count"}:
+            raise HydraMixError(
+                f"{where}: shards[{i}] must be an object with exactly name, sha256 and count, got {_short(entry)}"
+            )
+        fname, sha256, count = entry["name"], entry["sha256"], entry["count"]
+        match = SHARD_RE.fullmatch(fname) if isinstance(fname, str) else None
+        if match is None or name is not None and match["name"] != name:
+            expected = f"{name}-NNNNNN.tar" if name else "NAME-NNNNNN.tar"
+            raise HydraMixError(
+                f"{where}: shards[{i}] names {_short(fname)}, which is not a shard of this dataset "
+                f"(a plain file name {expected} in {directory})"
+            )
+        name = match["name"]  # every further entry must belong to the same dataset
+        if not _inside(directory, fname):
+            raise HydraMixError(f"{where}: shards[{i}] {fname} is a link to a file outside {directory}; not read")
+        if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256):
+            raise HydraMixError(f"{where}: shards[{i}] ({fname}) has sha256 {_short(sha256)}, not 64 hex digits")
+        if type(count) is not int or count < 0:
+            raise HydraMixError(f"{where}: shards[{i}] ({fname}) has count {_short(count)}, not an integer >= 0")
+        checked.append({"name": fname, "sha256": sha256, "count": count})
+    return checked
+
+
+def _prefix_of(record: dict[str, Any]) -> str | None:
+    """The shard file prefix a manifest or plan declares (its ``name``), if it declares a usable one."""
+    name = record.get("name")
+    return name if isinstance(name, str) else None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -274,8 +358,14 @@ def count_shard_samples(path: str | Path) -> int | None:
 
 
 def read_manifest(dataset_dir: str | Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` of a dataset directory; HydraMixError if absent or not ours."""
-    path = Path(dataset_dir) / MANIFEST
+    """The parsed ``manifest.json`` of a dataset directory; HydraMixError if absent, not ours or malformed.
+
+    Checked: the types of ``total``, ``resolution``, ``class_names``, ``counts``, ``shards`` (and
+    ``card_sha256`` if present), and every shard name (see ``_checked_shards``), so a reader never opens a
+    file outside the directory. Consistency between the fields is ``verify``'s job.
+    """
+    directory = Path(dataset_dir)
+    path = directory / MANIFEST
     if not path.is_file():
         raise HydraMixError(f"{dataset_dir}: not a synthetic dataset (no {MANIFEST}); run `hydramix synthesize`")
     try:
@@ -284,6 +374,24 @@ def read_manifest(dataset_dir: str | Path) -> dict[str, Any]:
         raise HydraMixError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise HydraMixError(f"{path}: not a hydramix dataset manifest (expected format {FORMAT!r})")
+    for key, kind, what in (
+        ("total", int, "an integer"),
+        ("resolution", int, "an integer"),
+        ("class_names", list, "an array of strings"),
+        ("counts", dict, "an object of integers"),
+    ):
+        value = manifest.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise HydraMixError(f"{path}: malformed manifest: {key!r} must be {what}, got {_json_type(value)}")
+    if not all(isinstance(c, str) for c in manifest["class_names"]):
+        raise HydraMixError(f"{path}: malformed manifest: 'class_names' must be an array of strings")
+    if not all(type(n) is int for n in manifest["counts"].values()):
+        raise HydraMixError(f"{path}: malformed manifest: 'counts' must be an object of integers")
+    card = manifest.get("card_sha256", "0" * 64)
+    if not isinstance(card, str) or not _SHA256_RE.fullmatch(card):
+        raise HydraMixError(f"{path}: malformed manifest: 'card_sha256' is {_short(card)}, not 64 hex digits")
+    where = f"{path}: malformed manifest"
+    manifest["shards"] = _checked_shards(directory, manifest.get("shards"), where, _prefix_of(manifest))
     return manifest
 
 
@@ -346,106 +454,321 @@ def load_images(dataset_dir: str | Path) -> ImageSet:
         raise HydraMixError(f"{dataset_dir}: {exc}; run `hydramix verify {dataset_dir}`") from None
 
 
-def verify(dataset_dir: str | Path, progress: bool = False) -> list[str]:
-    """Check a dataset directory against its manifest; return the problems found (empty list = OK).
+@dataclass(frozen=True)
+class Verification:
+    """What ``verify_dataset`` found. problems: each a reason the dataset is not what its manifest says (empty:
+    OK); notes: what was not checked or is worth knowing but is no fault (e.g. an older manifest's missing
+    card checksum)."""
 
-    Checks: manifest readable; every listed shard present, sha256 equal, sample count equal; no unlisted
-    shard; every image decodable at the manifest resolution; every label in range; per-class counts as listed.
+    problems: list[str]
+    notes: list[str]
+
+
+def verify(dataset_dir: str | Path, progress: bool = False) -> list[str]:
+    """The problems ``verify_dataset`` finds (empty list = OK)."""
+    return verify_dataset(dataset_dir, progress).problems
+
+
+def verify_dataset(dataset_dir: str | Path, progress: bool = False) -> Verification:
+    """Check a dataset directory against its manifest, and the manifest against itself.
+
+    The manifest: readable, ours, well-formed, every shard name a plain name of this dataset inside the
+    directory (checked before any file is opened); class counts sum to ``total`` and so do shard counts;
+    ``counts`` names exactly the ``class_names``; shard i is named ``<name>-i`` and holds the sample count its
+    index implies (from ``shard_size`` when recorded). The files: every listed shard present, sha256 and sample
+    count equal; no unlisted shard; every sample has its members, a decodable image at the manifest resolution
+    and a label in range; labels per class equal ``counts``; where the provenance records them, each sample's
+    ``sample_id`` equals its position and its ``class``/``label`` agree with ``class_names``; the dataset card
+    hashes to ``card_sha256`` (a note instead for a manifest written before the card was covered).
     """
     dataset_dir = Path(dataset_dir)
     try:
         manifest = read_manifest(dataset_dir)
     except HydraMixError as exc:
-        return [str(exc)]
-    problems: list[str] = []
-    class_names = list(manifest.get("class_names", []))
-    res = manifest.get("resolution")
+        return Verification([str(exc)], [])
+    problems = _manifest_problems(manifest)
+    notes: list[str] = []
+    class_names, res, entries = manifest["class_names"], manifest["resolution"], manifest["shards"]
+    card = dataset_dir / CARD
+    if "card_sha256" not in manifest:
+        notes.append(
+            f"the manifest has no card_sha256 (written by an older hydramix), so {CARD} is not checked; re-run "
+            "`hydramix synthesize` with the same arguments to add it"
+        )
+    elif not card.is_file():
+        problems.append(f"{CARD}: missing")
+    elif not _inside(dataset_dir, CARD):
+        problems.append(f"{CARD}: a link to a file outside {dataset_dir}; not read")
+    elif file_sha256(card) != manifest["card_sha256"]:
+        problems.append(f"{CARD}: sha256 differs from the manifest's card_sha256 (card edited or corrupt)")
+    if (dataset_dir / PLAN).is_file():
+        notes.append(f"{PLAN} present: a synthesize run into {dataset_dir} is in progress or was interrupted")
+    listed = {s["name"] for s in entries}
+    for path in sorted(dataset_dir.iterdir()):
+        if SHARD_RE.fullmatch(path.name) and path.name not in listed:
+            problems.append(f"{path.name}: shard not listed in the manifest (not part of this dataset)")
     counts = np.zeros(len(class_names), dtype=np.int64)
-    listed = {s["name"] for s in manifest["shards"]}
-    for path in sorted(dataset_dir.glob("*.tar")):
-        if SHARD_RE.match(path.name) and path.name not in listed:
-            problems.append(f"{path.name}: shard not listed in the manifest")
-    for entry in tqdm(manifest["shards"], desc="verify", unit="shard", disable=not progress):
-        path = dataset_dir / entry["name"]
+    complete = True  # every sample of every shard read, with a label in range
+    position = 0  # sample id of the next sample, in manifest order
+    for entry in tqdm(entries, desc="verify", unit="shard", disable=not progress):
+        name, path = entry["name"], dataset_dir / entry["name"]
         if not path.is_file():
-            problems.append(f"{entry['name']}: missing")
+            problems.append(f"{name}: missing")
+            complete = False
+            position += entry["count"]
             continue
-        if file_sha256(path) != entry["sha256"]:
-            problems.append(f"{entry['name']}: sha256 differs from the manifest (file changed or corrupt)")
-        n = 0
+        found = _SampleProblems(name)
+        n, readable = 0, True
         try:
+            if file_sha256(path) != entry["sha256"]:
+                problems.append(f"{name}: sha256 differs from the manifest (file changed or corrupt)")
             for sample in iter_shard(path):
-                n += 1
-                if res is not None and sample.image.shape != (res, res, 3):
-                    problems.append(f"{entry['name']}: sample {sample.key} is {sample.image.shape}, expected {res}px")
+                if sample.image.shape != (res, res, 3):
+                    found.add("size", f"sample {sample.key} is {sample.image.shape}, expected {res}px")
                 if not 0 <= sample.label < len(class_names):
-                    problems.append(f"{entry['name']}: sample {sample.key} label {sample.label} out of range")
+                    found.add("range", f"sample {sample.key} label {sample.label} out of range")
+                    complete = False
                 else:
                     counts[sample.label] += 1
-        except ValueError as exc:
-            problems.append(str(exc))
-            continue
-        if n != entry["count"]:
-            problems.append(f"{entry['name']}: {n} samples, manifest says {entry['count']}")
-    expected = manifest.get("counts", {})
-    if not problems and expected != dict(zip(class_names, map(int, counts), strict=True)):
-        problems.append(
-            f"per-class counts {dict(zip(class_names, map(int, counts), strict=True))} != manifest {expected}"
-        )
+                    found.provenance(sample, position + n, class_names)
+                n += 1
+        except (ValueError, OSError) as exc:
+            problems.append(str(exc) if isinstance(exc, ValueError) else f"{name}: unreadable ({exc})")
+            complete = readable = False
+        problems += found.messages()
+        if readable and n != entry["count"]:
+            problems.append(f"{name}: {n} samples, manifest says {entry['count']}")
+        position += n if readable else entry["count"]
+    labelled = dict(zip(class_names, map(int, counts), strict=True))
+    if complete and labelled != manifest["counts"]:
+        problems.append(f"labels in the shards count {labelled} per class, manifest says {manifest['counts']}")
+    return Verification(problems, notes)
+
+
+def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
+    """Ways a well-formed manifest contradicts itself (checked without opening a shard)."""
+    problems = []
+    class_names, counts, entries, total = (manifest[k] for k in ("class_names", "counts", "shards", "total"))
+    if len(set(class_names)) != len(class_names):
+        problems.append(f"class_names {class_names} has duplicates")
+    if set(counts) != set(class_names):
+        problems.append(f"counts names the classes {sorted(counts)}, class_names {class_names}")
+    if sum(counts.values()) != total:
+        problems.append(f"class counts sum to {sum(counts.values())}, total says {total}")
+    if sum(e["count"] for e in entries) != total:
+        problems.append(f"shard counts sum to {sum(e['count'] for e in entries)}, total says {total}")
+    prefix = _prefix_of(manifest) or (SHARD_RE.fullmatch(entries[0]["name"])["name"] if entries else "")
+    for i, entry in enumerate(entries):
+        if entry["name"] != shard_name(prefix, i):
+            problems.append(
+                f"shards[{i}] is {entry['name']}, expected {shard_name(prefix, i)} (shard list reordered or edited)"
+            )
+    size = manifest.get("shard_size")
+    if type(size) is int and size >= 1:
+        if len(entries) != n_shards(total, size):
+            problems.append(
+                f"{len(entries)} shards listed; {total} samples in shards of {size} make {n_shards(total, size)}"
+            )
+        for i, entry in enumerate(entries):
+            expected = len(shard_sample_ids(i, size, total))
+            if entry["count"] != expected:
+                problems.append(
+                    f"{entry['name']}: count {entry['count']}, but shard {i} of shards of {size} holds {expected}"
+                )
     return problems
+
+
+class _SampleProblems:
+    """Per-sample problems of one shard, reported once per kind (the first, and how many more) so that a
+    systematic fault makes one line, not thousands."""
+
+    def __init__(self, shard: str) -> None:
+        self.shard = shard
+        self.found: dict[str, tuple[str, int]] = {}
+
+    def add(self, kind: str, message: str) -> None:
+        first, n = self.found.get(kind, (message, 0))
+        self.found[kind] = (first, n + 1)
+
+    def provenance(self, sample: Sample, sample_id: int, class_names: Sequence[str]) -> None:
+        """Check what the sample's provenance records (synthesize writes all three) against its place and label."""
+        meta = sample.meta if isinstance(sample.meta, dict) else {}
+        if "sample_id" in meta and meta["sample_id"] != sample_id:
+            self.add("order", f"sample {sample.key} has sample_id {meta['sample_id']}, expected {sample_id} here")
+        if "label" in meta and meta["label"] != sample.label:
+            self.add("label", f"sample {sample.key} has label {sample.label}, its provenance {meta['label']}")
+        if "class" in meta and meta["class"] != class_names[sample.label]:
+            self.add(
+                "class",
+                f"sample {sample.key} is of class {meta['class']!r} by its provenance, "
+                f"{class_names[sample.label]!r} by the manifest's class_names",
+            )
+
+    def messages(self) -> list[str]:
+        return [
+            f"{self.shard}: {first}" + (f" (and {n - 1} more)" if n > 1 else "") for first, n in self.found.values()
+        ]
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Writing a whole dataset
 
 
-def plan_dataset(directory: str | Path, identity: dict[str, Any], force: bool) -> list[str]:
+@contextlib.contextmanager
+def lock_directory(directory: str | Path) -> Iterator[None]:
+    """Hold the dataset ``directory`` (created if needed) for the body: the one process writing into it.
+
+    An exclusive ``fcntl.flock`` on ``DIR/.synthesize.lock``, which holds this process's pid and is removed on
+    release. A second process gets HydraMixError "another synthesize is writing to DIR (pid N)". The kernel
+    drops the lock of a killed process, so a lock file left by a SIGKILL never blocks the next run.
+    """
+    directory = Path(directory)
+    path = directory / LOCK
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = _lock_file(path)
+    except OSError as exc:
+        raise HydraMixError(f"{directory}: cannot take the writer's lock {LOCK} ({exc})") from None
+    if fd is None:
+        pid = "unknown"
+        with contextlib.suppress(OSError), open(path, "rb") as f:
+            pid = f.read(32).decode("ascii", "replace").strip() or pid
+        raise HydraMixError(f"another synthesize is writing to {directory} (pid {pid}); wait for it or stop it")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: see _lock_file
+        os.close(fd)
+
+
+def _lock_file(path: Path) -> int | None:
+    """Lock ``path`` (created if absent) and write our pid into it; its descriptor, or None if held elsewhere."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        # The holder removes the file before unlocking it: if it did so after our open, we hold a lock on a
+        # removed file and must lock the one now under that name instead.
+        try:
+            now, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def plan_dataset(directory: str | Path, identity: dict[str, Any], force: bool) -> None:
     """Claim ``directory`` for the dataset described by ``identity`` (JSON: inputs, params, versions).
 
-    Resuming the same dataset keeps its shards, except those whose sha256 differs from an existing manifest
-    (corrupt: deleted so they are rendered again; their names are returned). A directory holding a different
-    dataset (manifest or plan with another identity), or shards of unknown origin, is refused with
-    HydraMixError unless ``force``, which deletes the old shards, temporaries, manifest, card and plan
-    (nothing else). Writes ``plan.json``.
+    Writes ``plan.json``: the identity and the shards recorded so far (by the plan of an interrupted run and by
+    an existing manifest; ``write_dataset_shards`` keeps one only if its file still hashes to the record). A
+    manifest or plan listing anything but a plain shard name of this dataset inside ``directory`` is refused
+    (HydraMixError naming the entry; nothing is deleted) unless ``force``. A directory holding a different
+    dataset (manifest or plan with another identity) or shards of unknown origin is refused unless ``force``,
+    which deletes the shards, temporaries, manifest, card and plan found in ``directory`` (nothing else, and
+    never a file because a manifest names it).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     identity = json.loads(json.dumps(identity))  # tuples -> lists, as they will read back from the file
-    previous: Any = None
-    old_shards: list[dict[str, Any]] = []
+    previous: list[Any] = []  # the identity each existing manifest or plan records (None: unreadable)
+    records: list[dict[str, Any]] = []
     for fname in (MANIFEST, PLAN):
         path = directory / fname
-        if path.is_file():
-            try:
-                recorded = json.loads(path.read_text())
-                previous = _identity_of(recorded)
-                old_shards = recorded.get("shards", [])
-            except (OSError, ValueError, AttributeError):
-                previous = "unreadable"
-            break
+        if not path.is_file():
+            continue
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            previous.append(None)
+            continue
+        try:
+            # names of the dataset that recorded them: another --name is a different identity, refused below
+            records += _checked_shards(directory, recorded.get("shards", []), path, _prefix_of(recorded))
+        except HydraMixError as exc:
+            if not force:
+                raise HydraMixError(
+                    f"{exc}; nothing was deleted. Pass --force to rebuild the dataset (deletes only its shards, "
+                    "manifest, card and plan) or choose another --out"
+                ) from None
+            previous.append(None)
+            continue
+        previous.append(_identity_of(recorded))
     ours = _our_files(directory)
-    if previous is not None and previous != identity or previous is None and ours:
+    differing = [p for p in previous if p != identity]
+    if differing or not previous and ours:
+        other = differing[0] if differing else None
         if not force:
-            what = _describe_difference(previous, identity) if isinstance(previous, dict) else "of unknown origin"
+            what = _describe_difference(other, identity) if isinstance(other, dict) else "of unknown origin"
             raise HydraMixError(
                 f"{directory} already holds a different synthetic dataset ({what}); "
                 "pass --force to replace it or choose another --out"
             )
         for path in ours:
             path.unlink()
-        old_shards = []
-    corrupt = []
-    for entry in old_shards:
-        path = directory / entry["name"]
-        if path.is_file() and file_sha256(path) != entry["sha256"]:
-            path.unlink()
-            corrupt.append(entry["name"])
-    write_json(directory / PLAN, {"format": FORMAT, **identity})
-    return corrupt
+        records = []
+    _write_json(directory / PLAN, {"format": FORMAT, **identity, "shards": _agreeing(records)})
+
+
+def _agreeing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records by name, sorted; a name recorded twice with different contents is dropped (re-rendered)."""
+    by_name: dict[str, dict[str, Any]] = {}
+    disputed = set()
+    for entry in records:
+        if by_name.setdefault(entry["name"], entry) != entry:
+            disputed.add(entry["name"])
+    return [by_name[name] for name in sorted(by_name) if name not in disputed]
+
+
+def _plan_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """The shards ``plan.json`` records, by name; HydraMixError if the directory was not claimed (no plan)."""
+    path = directory / PLAN
+    if not path.is_file():
+        raise HydraMixError(f"{directory}: no {PLAN}, so the directory was not claimed; run the command again")
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HydraMixError(f"{path}: unreadable ({exc}); run the command again") from None
+    if not isinstance(plan, dict):
+        raise HydraMixError(f"{path}: not a plan; run the command again")
+    return {e["name"]: e for e in _checked_shards(directory, plan.get("shards", []), path, _prefix_of(plan))}
+
+
+def _record_shard(directory: Path, entry: dict[str, Any]) -> None:
+    """Add a shard just renamed into place to the plan: the record a resume proves it against. Processes that
+    write shards of one dataset (torchrun ranks) take turns through a lock on the directory itself."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = directory / PLAN
+        try:
+            plan = json.loads(path.read_text())
+            kept = [s for s in plan.get("shards", []) if s["name"] != entry["name"]]
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise HydraMixError(f"{path}: changed while shards were written ({exc}); run the command again") from None
+        record = {k: entry[k] for k in ("name", "sha256", "count")}
+        plan["shards"] = sorted([*kept, record], key=lambda s: s["name"])
+        _write_json(path, plan)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # Manifest keys that describe the result rather than the inputs; every other key is part of the identity.
-_RESULT_KEYS = ("format", "total", "class_names", "resolution", "counts", "shards", "diagnostics")
+_RESULT_KEYS = ("format", "total", "class_names", "resolution", "counts", "shards", "diagnostics", "card_sha256")
 
 
 def _identity_of(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -453,12 +776,13 @@ def _identity_of(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _our_files(directory: Path) -> list[Path]:
-    """Files this module writes: shards, their temporaries, manifest, card, plan."""
+    """Files this module writes: shards, manifest, card, plan and their temporaries (links named so too)."""
     names = {MANIFEST, CARD, PLAN}
     return sorted(
         p
         for p in directory.iterdir()
-        if p.is_file() and (p.name in names or SHARD_RE.match(p.name.removesuffix(".tmp")))
+        if (p.is_symlink() or p.is_file())
+        and (p.name.removesuffix(".tmp") in names or SHARD_RE.fullmatch(p.name.removesuffix(".tmp")))
     )
 
 
@@ -483,17 +807,19 @@ def write_dataset_shards(
     indices: Iterable[int] | None = None,
     progress: bool = True,
 ) -> dict[int, dict[str, Any]]:
-    """Render and write the shards ``indices`` (default: all) of ``renderer``'s dataset into ``directory``.
+    """Render and write the shards ``indices`` (default: all) of ``renderer``'s dataset into ``directory``,
+    which ``plan_dataset`` has claimed.
 
     Shard i holds sample ids [i*S, min((i+1)*S, total)), rendered in chunks of ``batch_size`` from the
     shard's first id, so its bytes do not depend on which other shards are written, by which process or in
-    which order. A shard already present under its final name with the right sample count is kept (its sha256
-    is read back). PNG encoding and tar writing run in a background thread while the next chunk renders.
-    Returns ``{index: {"name", "sha256", "count", "rendered"}}`` (rendered: False for a kept shard). A full
-    disk raises HydraMixError; no partial shard is left.
+    which order. A shard is kept only if the plan records it and its file hashes to the recorded sha256 (a
+    damaged or unrecorded file is rendered again); each shard written is recorded in the plan once it is in
+    place. PNG encoding and tar writing run in a background thread while the next chunk renders. Returns
+    ``{index: {"name", "sha256", "count", "rendered", "repaired"}}`` (rendered: False for a kept shard;
+    repaired: rendered again because the file differed from its record). A full disk raises HydraMixError; no
+    partial shard or temporary is left, also on Ctrl-C.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     if batch_size < 1:
         raise HydraMixError(f"batch_size must be >= 1, got {batch_size}")
     total = int(renderer.total)
@@ -501,20 +827,20 @@ def write_dataset_shards(
     todo = list(range(count)) if indices is None else sorted(set(indices))
     if any(not 0 <= i < count for i in todo):
         raise HydraMixError(f"shard indices must lie in [0, {count}), got {todo}")
+    recorded = _plan_records(directory)
     written: dict[int, dict[str, Any]] = {}
     pending: list[int] = []
+    damaged: set[int] = set()
     for i in todo:
         path = directory / shard_name(shards.name, i)
-        expected = len(shard_sample_ids(i, shards.shard_size, total))
-        if path.is_file() and count_shard_samples(path) == expected:
-            written[i] = {
-                "name": path.name,
-                "sha256": file_sha256(path),
-                "count": expected,
-                "rendered": False,
-            }
-        else:
-            pending.append(i)
+        record = recorded.get(path.name)
+        if record is not None and record["count"] == len(shard_sample_ids(i, shards.shard_size, total)):
+            if path.is_file() and file_sha256(path) == record["sha256"]:
+                written[i] = {**record, "rendered": False, "repaired": False}
+                continue
+            if path.exists():
+                damaged.add(i)
+        pending.append(i)
     n_pending = sum(len(shard_sample_ids(i, shards.shard_size, total)) for i in pending)
     with tqdm(total=n_pending, desc="synthesize", unit="img", disable=not progress or not pending) as bar:
         for i in pending:
@@ -522,7 +848,8 @@ def write_dataset_shards(
             chunks = (ids[s : s + batch_size] for s in range(0, len(ids), batch_size))
             try:
                 entry = _write_rendered_shard(directory / shard_name(shards.name, i), renderer, chunks, bar.update)
-                written[i] = {**entry, "rendered": True}
+                _record_shard(directory, entry)
+                written[i] = {**entry, "rendered": True, "repaired": i in damaged}
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise HydraMixError(
@@ -548,8 +875,9 @@ def finish_dataset(
 
     entries: ``write_shard`` results for shards 0..n-1 in order. identity: the JSON description of inputs and
     params (generator and subset checksums, synthesis and mask params, versions), stored at the manifest's top
-    level. card: the README text, or a function of the manifest returning it. diagnostics: optional figures
-    measured on the written set (a result, not part of the identity), stored under ``diagnostics``.
+    level. card: the README text, or a function of the manifest returning it (called before ``card_sha256``,
+    the sha256 of the card's bytes, is added to the manifest). diagnostics: optional figures measured on the
+    written set (a result, not part of the identity), stored under ``diagnostics``.
     """
     directory = Path(directory)
     names = [e["name"] for e in entries]
@@ -569,11 +897,10 @@ def finish_dataset(
     }
     if diagnostics is not None:
         manifest["diagnostics"] = diagnostics
-    text = card(manifest) if callable(card) else card
-    tmp = directory / (CARD + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, directory / CARD)
-    write_json(directory / MANIFEST, manifest)
+    text = (card(manifest) if callable(card) else card).encode("utf-8")
+    _write_atomic(directory / CARD, text)
+    manifest["card_sha256"] = hashlib.sha256(text).hexdigest()
+    _write_json(directory / MANIFEST, manifest)
     (directory / PLAN).unlink(missing_ok=True)
     return manifest
 
@@ -603,26 +930,31 @@ def write_dataset(
 
     ``renderer`` renders sample s as class s % len(class_names). With ``indices`` (this process's share, see
     ``shards_for_rank``) only those shards are written, and the manifest only once every shard of the dataset
-    is present. Returns (the manifest or None if shards are still missing, the per-shard results of
-    this call). HydraMixError for a directory holding another dataset (unless ``force``) or a full disk.
-    describe: optional ``(directory, shard names in order) -> diagnostics``, called once every shard is
-    written, before the manifest; its result is the manifest's ``diagnostics``.
+    is present and matches its record in the plan. Returns (the manifest or None if shards are still missing,
+    the per-shard results of this call). HydraMixError for a directory holding another dataset (unless
+    ``force``) or a full disk. describe: optional ``(directory, shard names in order) -> diagnostics``, called
+    once every shard is written, before the manifest; its result is the manifest's ``diagnostics``. Takes no
+    lock: a caller that may race another writer holds ``lock_directory``.
     """
     directory = Path(directory)
     try:
         plan_dataset(directory, identity, force)
         written = write_dataset_shards(directory, renderer, shards, batch_size, indices, progress)
         total = int(renderer.total)
+        recorded = _plan_records(directory)
         entries = []
         for i in range(n_shards(total, shards.shard_size)):
             if i in written:
                 entries.append(written[i])
                 continue
             path = directory / shard_name(shards.name, i)
+            record = recorded.get(path.name)
             expected = len(shard_sample_ids(i, shards.shard_size, total))
-            if not (path.is_file() and count_shard_samples(path) == expected):
+            if record is None or record["count"] != expected or not path.is_file():
                 return None, written  # another process's shard, not written yet
-            entries.append({"name": path.name, "sha256": file_sha256(path), "count": expected})
+            if file_sha256(path) != record["sha256"]:
+                return None, written  # changed since it was written: the next run renders it again
+            entries.append(record)
         manifest = finish_dataset(
             directory,
             entries,
@@ -640,7 +972,7 @@ def write_dataset(
     return manifest, written
 
 
-_DONE, _ABORT = object(), object()
+_DONE = object()
 
 
 class _Aborted(Exception):
@@ -652,21 +984,30 @@ def _write_rendered_shard(
 ) -> dict[str, Any]:
     """Render ``chunks`` on this thread while a writer thread encodes and tars the previous chunk.
 
-    The queue holds at most two rendered chunks, so memory stays flat whatever the dataset size. If rendering
-    fails (or is interrupted) the writer is told to abort, so its temporary file is removed and never renamed.
+    The queue holds at most two rendered chunks, so memory stays flat whatever the dataset size. Whatever this
+    thread is doing when it fails or is interrupted (rendering, handing a chunk over, waiting for the writer),
+    it sets ``stop`` and waits until the writer has finished, which abandons the shard at its next sample: the
+    temporary file is removed, never renamed, before the exception goes on.
     """
     handoff: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop, finished = threading.Event(), threading.Event()
     result: dict[str, Any] = {}
     failure: list[BaseException] = []
 
     def samples() -> Iterator[SampleLike]:
         while True:
-            batch = handoff.get()
+            try:
+                batch = handoff.get(timeout=0.05)
+            except queue.Empty:
+                if stop.is_set():
+                    raise _Aborted from None
+                continue
             if batch is _DONE:
                 return
-            if batch is _ABORT:
-                raise _Aborted
-            yield from batch
+            for sample in batch:
+                if stop.is_set():
+                    raise _Aborted
+                yield sample
             advance(len(batch))
 
     def writer() -> None:
@@ -674,29 +1015,45 @@ def _write_rendered_shard(
             result.update(write_shard(path, samples()))
         except BaseException as exc:  # handed to the rendering thread, re-raised there
             failure.append(exc)
+        finally:
+            finished.set()
 
+    # Waiting is on ``finished``, not Thread.join: an interrupted join (CPython <= 3.12) marks the thread as
+    # stopped although it still runs, and a second join or is_alive() then no longer waits for it.
     thread = threading.Thread(target=writer, name=f"write {path.name}", daemon=True)
-    thread.start()
-    finished = False
     try:
+        thread.start()
         for ids in chunks:
             batch = renderer.render(ids)
             if len(batch) != len(ids):
                 raise HydraMixError(f"renderer returned {len(batch)} samples for {len(ids)} ids")
-            if not _put_while_alive(handoff, batch, thread):
+            if not _put_unless(handoff, batch, finished):
                 break  # the writer failed; its exception is raised below
-        finished = True
-    finally:
-        _put_while_alive(handoff, _DONE if finished else _ABORT, thread)
-        thread.join()
+        _put_unless(handoff, _DONE, finished)
+        finished.wait()
+    except BaseException:
+        stop.set()
+        _wait_through_interrupts(finished, thread)
+        raise
     if failure:
         raise failure[0]
     return result
 
 
-def _put_while_alive(handoff: queue.Queue[Any], item: Any, thread: threading.Thread) -> bool:
-    """Put ``item`` unless the consuming ``thread`` has ended; True if it was put."""
-    while thread.is_alive():
+def _wait_through_interrupts(finished: threading.Event, thread: threading.Thread) -> None:
+    """Wait until the writer has finished, even if Ctrl-C is pressed again meanwhile: once told to stop it is at
+    most one sample away from removing its temporary file. (Returns at once if it never started.)"""
+    while True:
+        try:
+            if finished.wait(timeout=0.1) or not thread.is_alive():
+                return
+        except KeyboardInterrupt:
+            continue
+
+
+def _put_unless(handoff: queue.Queue[Any], item: Any, finished: threading.Event) -> bool:
+    """Put ``item`` unless the consuming writer has finished (failed); True if it was put."""
+    while not finished.is_set():
         try:
             handoff.put(item, timeout=0.1)
             return True

@@ -1,11 +1,13 @@
 """``hydramix synthesize``: a trained generator + its subset -> a reproducible WebDataset shard dataset.
 
-Under ``torchrun`` rank r writes shards r, r + W, ...; rank 0 claims the directory first and writes the
-manifest last, so the dataset is byte-identical to a single process's.
+Under ``torchrun`` rank r writes shards r, r + W, ...; rank 0 locks and claims the directory first and writes the
+manifest last, so the dataset is byte-identical to a single process's. One ``synthesize`` at a time writes into
+a directory: the lock refuses a second one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import resource
@@ -30,6 +32,7 @@ from pipeline.imageset import ImageSet, read_parquet
 from pipeline.masks import PAIR_KINDS, MaskConfig
 from pipeline.shards import (
     file_sha256,
+    lock_directory,
     n_shards,
     plan_dataset,
     read_manifest,
@@ -180,6 +183,22 @@ def _synthesize(
         "masks": to_dict(synthesizer.mask_cfg),
         "versions": library_versions(),
     }
+    with contextlib.ExitStack() as held:
+        # Rank 0 holds the lock from before the claim until the manifest is written; a refusal stops every rank.
+        distributed.on_main(lambda: held.enter_context(lock_directory(out)))
+        _write(out, synthesizer, cfg, identity, train, force, metrics)
+
+
+def _write(
+    out: Path,
+    synthesizer: Synthesizer,
+    cfg: SynthConfig,
+    identity: dict[str, Any],
+    train: ImageSet,
+    force: bool,
+    metrics: Path | None,
+) -> None:
+    """Claim ``out``, write this process's shards and, on rank 0, the manifest and the report."""
     start = time.perf_counter()
     written: dict[int, dict[str, Any]] = {}
     if distributed.active():
@@ -193,6 +212,7 @@ def _synthesize(
         distributed.barrier()  # every shard is on disk now
     rendered = distributed.sum_over_ranks(sum(e["count"] for e in written.values() if e["rendered"]))
     kept = distributed.sum_over_ranks(sum(1 for e in written.values() if not e["rendered"]))
+    repaired = distributed.sum_over_ranks(sum(1 for e in written.values() if e["repaired"]))
     if not distributed.is_main():
         return
     # Single process: the whole dataset. Rank 0 of several: nothing left to render, only the manifest to write
@@ -210,9 +230,12 @@ def _synthesize(
         indices=[] if distributed.active() else None,
         describe=lambda directory, names: describe_dataset(directory, names, train, DIAGNOSTIC_PREFIX),
     )
+    if manifest is None:  # a shard of another rank is missing or changed since it was written
+        raise HydraMixError(f"{out}: not every shard is in place as recorded; run the same command again")
     seconds = time.perf_counter() - start
     rendered += sum(e["count"] for e in written.values() if e["rendered"])
     kept += sum(1 for e in written.values() if not e["rendered"])
+    repaired += sum(1 for e in written.values() if e["repaired"])
     figures = {
         "images": manifest["total"],
         "images_rendered": rendered,
@@ -221,7 +244,7 @@ def _synthesize(
         "seconds": seconds,
         "images_per_s": rendered / seconds if rendered else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "device": torch_device.type,
+        "device": synthesizer.device.type,
         "dtype": identity["compute"]["dtype"],
         "world_size": distributed.world_size(),
     }
@@ -230,6 +253,8 @@ def _synthesize(
     if metrics is not None:
         write_json(metrics, figures)
     blur = f", blur sigma {cfg.blur_sigma} px" if cfg.mode == "blur" else ""
+    if repaired:
+        typer.echo(f"{out}: {repaired} shard(s) differed from their recorded sha256 and were rendered again", err=True)
     typer.echo(
         f"{out}: {manifest['total']} images in {len(manifest['shards'])} shard(s) "
         f"({rendered} rendered, {kept} shard(s) kept) in {seconds:.1f} s; high-frequency share "

@@ -9,6 +9,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from stages.cli import app
 from tests.conftest import tiny_generator_config
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
 MASKS = {"kind": "segmentation", "n_sources": [2, 3], "scale": 50.0, "sigma": 0.5, "min_size": 4}
 SYNTH = {
     "n_per_class": 6,
@@ -299,6 +305,8 @@ def test_split_across_processes_is_byte_identical(setup, mode):
         return Synthesizer(subset.train, cfg, mask_cfg, g, device, torch.float32)
 
     one, split = setup["tmp"] / "one", setup["tmp"] / "split"
+    for directory in (one, split):
+        shards.plan_dataset(directory, {"mode": mode}, force=False)
     shards.write_dataset_shards(one, synthesizer(), cfg.shards, cfg.batch_size, progress=False)
     count = shards.n_shards(20, 3)
     for rank in range(2):
@@ -371,3 +379,160 @@ def test_blur_reference_must_share_the_seed(setup):
     assert synth(setup, reference).exit_code == 0
     result = synth(setup, setup["tmp"] / "ds", "--mode", "blur", "--blur-reference", str(reference), "--seed", "1")
     assert result.exit_code == 1 and "very sources and masks" in result.stderr
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` with its bytes."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute"])
+def test_a_crafted_manifest_makes_synthesize_delete_nothing(setup, where):
+    """Issue 14.1, as reported: an entry naming a file outside --out, with a sha256 that differs from the
+    file's, added to the manifest of a matching dataset; the same command again must refuse and delete nothing."""
+    victim = setup["tmp"] / "victimdir" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("precious")
+    out = setup["tmp"] / "ds"
+    assert synth(setup, out).exit_code == 0
+    name = "../victimdir/victim.txt" if where == "relative" else str(victim)
+    manifest = json.loads((out / shards.MANIFEST).read_text())
+    manifest["shards"].append({"name": name, "sha256": "0" * 64, "count": 1})
+    (out / shards.MANIFEST).write_text(json.dumps(manifest))
+    before = tree(setup["tmp"])
+    result = synth(setup, out)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert f"shards[3] names {name!r}, which is not a shard of this dataset" in result.stderr
+    assert "nothing was deleted" in result.stderr
+    assert victim.read_text() == "precious" and tree(setup["tmp"]) == before
+    verified = runner.invoke(app, ["verify", str(out)])
+    assert verified.exit_code == 1 and verified.stderr.count("\n") == 1 and name in verified.stderr
+
+
+def damage_shard(path: Path, how: str) -> None:
+    if how == "flip":  # one byte inside a PNG: still a tar of complete samples (the old resume kept it)
+        data = bytearray(path.read_bytes())
+        data[700] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif how == "other-shard":  # a valid shard of the same size, but not this one
+        path.write_bytes((path.parent / "tiny-000000.tar").read_bytes())
+    else:
+        path.write_bytes(path.read_bytes()[:-1024])
+
+
+@pytest.mark.parametrize("how", ["flip", "other-shard", "truncate"])
+@pytest.mark.parametrize("state", ["killed", "complete"])
+def test_resume_renders_a_damaged_shard_again_and_verify_advice_repairs(setup, monkeypatch, state, how):
+    """Issue 14.5: with the state a kill leaves (plan + complete shards), or a finished dataset that verify
+    found damaged, one shard damaged under its final name is rendered again by the same command; the result
+    is byte-identical to an uninterrupted run and passes verify."""
+    clean = setup["tmp"] / "clean"
+    assert synth(setup, clean).exit_code == 0
+    out = setup["tmp"] / "ds"
+    if state == "killed":
+        real_render = Synthesizer.render
+
+        def killed(self, ids):
+            if ids[0] >= 20:  # in the third (last) shard
+                raise KeyboardInterrupt
+            return real_render(self, ids)
+
+        monkeypatch.setattr(Synthesizer, "render", killed)
+        assert synth(setup, out).exit_code == 130
+        monkeypatch.setattr(Synthesizer, "render", real_render)
+        assert sorted(p.name for p in out.iterdir()) == [shards.PLAN, "tiny-000000.tar", "tiny-000001.tar"]
+    else:
+        assert synth(setup, out).exit_code == 0
+    damage_shard(out / "tiny-000001.tar", how)
+    if state == "complete":
+        verified = runner.invoke(app, ["verify", str(out)])
+        assert verified.exit_code == 1 and "tiny-000001.tar" in verified.stderr
+        assert "re-run `hydramix synthesize` with the same arguments" in verified.stderr
+    result = synth(setup, out)
+    assert result.exit_code == 0, result.output
+    # killed: shard 1 again and the unfinished shard 2 (10 + 4), shard 0 kept; complete: shard 1 alone
+    expected = "(14 rendered, 1 shard(s) kept)" if state == "killed" else "(10 rendered, 2 shard(s) kept)"
+    assert expected in result.stdout
+    assert "1 shard(s) differed from their recorded sha256 and were rendered again" in result.stderr
+    assert tree(out) == tree(clean)  # shards, manifest and card, byte for byte
+    assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+
+
+def test_the_manifest_covers_the_card_and_gains_only_card_sha256(setup):
+    out = setup["tmp"] / "ds"
+    assert synth(setup, out).exit_code == 0
+    manifest = shards.read_manifest(out)
+    assert manifest["card_sha256"] == file_sha256(out / shards.CARD)
+    assert set(manifest) == {
+        "format", "total", "class_names", "resolution", "counts", "shards", "diagnostics", "card_sha256",
+        "name", "shard_size", "generator", "subset", "synthesis", "compute", "masks", "versions",
+    }  # fmt: skip
+    names = [shards.CARD, shards.MANIFEST, *[f"tiny-00000{i}.tar" for i in range(3)]]
+    assert sorted(p.name for p in out.iterdir()) == names  # no plan, no lock, no temporary left
+
+
+HOLD_LOCK = """
+import sys, time
+from pipeline.shards import lock_directory
+with lock_directory(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_synthesize_into_the_same_out_is_refused(setup):
+    """Issue 14.11: while one process writes into --out, another gets a one-line refusal naming its pid."""
+    out = setup["tmp"] / "ds"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        result = synth(setup, out)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1
+        assert f"another synthesize is writing to {out} (pid {holder.pid})" in result.stderr
+        assert sorted(p.name for p in out.iterdir()) == [shards.LOCK]  # nothing claimed, nothing written
+    finally:
+        holder.kill()  # a SIGKILL: its lock dies with it, its lock file stays
+        holder.wait()
+    assert (out / shards.LOCK).exists()
+    assert synth(setup, out).exit_code == 0
+    assert not (out / shards.LOCK).exists() and shards.verify(out) == []
+
+
+# `hydramix` with rendering slowed to 20 ms per chunk, so that a shard takes about a second to write.
+SLOW_HYDRAMIX = """
+import time
+from pipeline.synthesis import Synthesizer
+from stages.cli import main
+render = Synthesizer.render
+Synthesizer.render = lambda self, ids: time.sleep(0.02) or render(self, ids)
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigint_to_a_real_synthesize_leaves_no_temporary(setup):
+    """Issue 14.12 end to end: Ctrl-C (SIGINT) to a real `hydramix synthesize` while a shard is being written
+    leaves no .tmp and no lock; the same command then finishes the dataset."""
+    params = setup["tmp"] / "big.yaml"
+    big = {**SYNTH, "n_per_class": 150, "shards": {"name": "tiny", "shard_size": 200}}  # 3 shards of 200
+    params.write_text(yaml.safe_dump({"synthesize": big, "generator": {"masks": MASKS}}))
+    out = setup["tmp"] / "ds"
+    args = ["synthesize", "--subset", str(setup["subset"]), "--out", str(out), "--params", str(params)]
+    args += ["--mode", "pixel", "--n-sources", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_HYDRAMIX, *args], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.tar.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "synthesize ended before a shard was begun"
+    time.sleep(0.2)  # mid-shard
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"interrupted" in err and b"Traceback" not in err
+    assert not list(out.glob("*.tmp")) and not (out / shards.LOCK).exists()
+    finished = runner.invoke(app, args)
+    assert finished.exit_code == 0, finished.output
+    assert shards.verify(out) == []
