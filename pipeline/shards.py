@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.atomic import write_json
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet, decode_png, encode_png
+from pipeline.progress import tqdm
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -365,7 +365,9 @@ def verify(dataset_dir: str | Path, progress: bool = False) -> list[str]:
     for path in sorted(dataset_dir.glob("*.tar")):
         if SHARD_RE.match(path.name) and path.name not in listed:
             problems.append(f"{path.name}: shard not listed in the manifest")
-    for entry in tqdm(manifest["shards"], desc="verify", unit="shard", disable=not progress):
+    # Counted in samples, not shards: a few large shards would leave the ETA blank for minutes.
+    bar = tqdm(total=manifest.get("total"), desc="verify", unit="img", disable=not progress)
+    for entry in manifest["shards"]:
         path = dataset_dir / entry["name"]
         if not path.is_file():
             problems.append(f"{entry['name']}: missing")
@@ -376,6 +378,7 @@ def verify(dataset_dir: str | Path, progress: bool = False) -> list[str]:
         try:
             for sample in iter_shard(path):
                 n += 1
+                bar.update()
                 if res is not None and sample.image.shape != (res, res, 3):
                     problems.append(f"{entry['name']}: sample {sample.key} is {sample.image.shape}, expected {res}px")
                 if not 0 <= sample.label < len(class_names):
@@ -387,6 +390,7 @@ def verify(dataset_dir: str | Path, progress: bool = False) -> list[str]:
             continue
         if n != entry["count"]:
             problems.append(f"{entry['name']}: {n} samples, manifest says {entry['count']}")
+    bar.close()
     expected = manifest.get("counts", {})
     if not problems and expected != dict(zip(class_names, map(int, counts), strict=True)):
         problems.append(
