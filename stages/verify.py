@@ -9,18 +9,20 @@ import typer
 
 from pipeline.errors import HydraMixError
 from pipeline.shards import read_manifest, verify
-from stages.app import stage
+from stages.app import existing_dir, stage
 
 
 @stage(
     "verify",
-    "Check a synthetic dataset against its manifest.",
     help="Check a synthetic dataset (shards, sha256, sample counts, images, labels) against its manifest.",
 )
 def verify_command(
-    directory: Annotated[Path, typer.Argument(help="Dataset directory written by `hydramix synthesize`.")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Dataset directory written by `hydramix synthesize`.")
+    ],
 ) -> None:
     """Print an OK summary, or every problem found and exit 1."""
+    existing_dir(directory, "verify", "a dataset directory written by `hydramix synthesize`")
     problems = verify(directory, progress=True)
     if problems:
         for problem in problems:
