@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 K = 10
+# The shared CIFAR-10 JPEG archive; named "folder" as in the runs made before datasets were named after their
+# archive, so that old and new metrics files land in one report panel.
+ARCHIVE = "../shared/datasets/cifar10-jpeg.tar.gz"
 SEEDS = (0, 1, 2, 3, 4)
 CLASSIC = ("baseline", "mixup", "autoaugment", "trivialaugment", "cutmix", "cutout", "random-erasing")
 # (method, --augment) of the runs on real + a synthetic set.
@@ -56,7 +59,8 @@ def _all_jobs(root: Path) -> list[dict]:
     out.append(
         {
             "name": "prepare",
-            "cmd": f"hydramix prepare --dataset folder --out {prepared} --download-dir {root / 'downloads'}",
+            "cmd": f"hydramix prepare --dataset folder --path {ARCHIVE} --name folder --out {prepared} "
+            f"--download-dir {root / 'downloads'}",
             "deps": [],
             "outs": [str(prepared / "manifest.json")],
         }
