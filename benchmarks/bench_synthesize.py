@@ -5,7 +5,7 @@ decoder-bound; with the CPU-quick generator, 50,000 images (plus PNG + tar, done
 <= 90 s on 2 cores. Usage:
 
     python benchmarks/bench_synthesize.py                       # CIFAR-10 JPEG k=10 if present, random G
-    python benchmarks/bench_synthesize.py --generator data/generator/cifar10_k10/generator.pt
+    python benchmarks/bench_synthesize.py --generator data/generators/k10-seed0/hydramix/generator.pt
     python benchmarks/bench_synthesize.py --width 16 --precision fp32 --compare-precision
 
 Without ``--generator`` the generator is randomly initialised: its images are noise, its SPEED is what a

@@ -5,8 +5,9 @@
 Every job is a plain `hydramix` command with the default params.yaml; a job runs once its inputs exist and is
 skipped when its outputs do, so the same command resumes after a kill or in a later session (train-generator
 resumes from its checkpoint). Each finished evaluation's metrics JSON is copied to --results, named
-``<run>-s<seed>.json``, ready to commit as it lands; generator and synthetic-set figures go to ``<results>-inputs/``. The job list is re-read from this file whenever a slot
-frees, so editing it takes effect without a restart. `--list` prints the jobs as JSON; `--dry-run` prints what
+``<run>-s<seed>.json``, ready to commit as it lands; generator and synthetic-set figures go to
+``<results>-inputs/``. The job list is re-read from this file whenever a slot frees, so editing it takes effect
+without a restart. `--list` prints the jobs as JSON; `--dry-run` prints what
 would run now. Why one thread per job: contended OpenMP threads made training 8-100x slower on this machine.
 """
 
@@ -22,6 +23,9 @@ import time
 from pathlib import Path
 
 K = 10
+# The shared CIFAR-10 JPEG archive; named "folder" as in the runs made before datasets were named after their
+# archive, so that old and new metrics files land in one report panel.
+ARCHIVE = "../shared/datasets/cifar10-jpeg.tar.gz"
 SEEDS = (0, 1, 2, 3, 4)
 CLASSIC = ("baseline", "mixup", "autoaugment", "trivialaugment", "cutmix", "cutout", "random-erasing")
 # (method, --augment) of the runs on real + a synthetic set.
@@ -60,7 +64,8 @@ def _all_jobs(root: Path) -> list[dict]:
     out.append(
         {
             "name": "prepare",
-            "cmd": f"hydramix prepare --dataset folder --out {prepared} --download-dir {root / 'downloads'}",
+            "cmd": f"hydramix prepare --dataset folder --path {ARCHIVE} --name folder --out {prepared} "
+            f"--download-dir {root / 'downloads'}",
             "deps": [],
             "outs": [str(prepared / "manifest.json")],
         }

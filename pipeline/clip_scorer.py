@@ -28,12 +28,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm import tqdm
 
 from pipeline.devices import autocast, resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
 from pipeline.metric import ClassMetrics, SynsetAccumulator, synset_probabilities
+from pipeline.progress import tqdm
 from pipeline.synsets import Vocabulary, prompts, templates_digest
+from pipeline.threads import Threads, check_threads
 
 _CACHE_FORMAT = "hydramix-clip-text/1"
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")
@@ -55,8 +56,10 @@ class ScoreConfig:
     templates: Literal["openai", "simple"] = "openai"
     top_k: int = 5
     connect_timeout_s: float = 5.0
+    threads: Threads = "auto"  # CPU threads, see pipeline.threads
 
     def __post_init__(self) -> None:
+        check_threads(self.threads)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.top_k < 1:

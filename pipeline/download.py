@@ -22,9 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from pipeline.errors import HydraMixError
+from pipeline.errors import DownloadError, HydraMixError
+from pipeline.progress import tqdm
 
 _CHUNK = 1 << 20
 
@@ -100,7 +99,7 @@ def download(
         _download_to(url, part, progress, timeout)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise HydraMixError(f"cannot download {url} ({reason}); {manual}") from None
+        raise DownloadError(f"cannot download {url} ({reason}); {manual}") from None
     problem = checksum_problem(part, md5, sha256)
     if problem:
         part.unlink(missing_ok=True)

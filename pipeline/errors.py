@@ -5,5 +5,9 @@ class HydraMixError(Exception):
     """A problem the user can fix (bad input, missing file, wrong params); its message says what and where."""
 
 
+class DownloadError(HydraMixError):
+    """A file could not be downloaded (no network, server error); the message says where to place it by hand."""
+
+
 class ConfigError(HydraMixError):
     """A params section that does not match its typed config (unknown, missing or mistyped key)."""

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.errors import HydraMixError
+from pipeline.progress import tqdm
 
 _SCHEMA_KEY = b"hydramix.class_names"
 # fork: workers start instantly and inherit the loaded modules (spawn would re-import the whole CLI, torch
@@ -97,21 +98,40 @@ def _decode_many(pngs: list[bytes]) -> list[np.ndarray]:
     return [decode_png(data) for data in pngs]
 
 
-def _map_chunks(fn: Callable[[Sequence], list], items: Sequence) -> list:
-    """``fn`` over chunks of ``items``, results in order: processes for large inputs, threads otherwise."""
-    if len(items) < _PROCESS_MIN_IMAGES or _CODEC_WORKERS == 1:
-        with ThreadPoolExecutor(_CODEC_WORKERS) as pool:
-            chunks = [items[i : i + 256] for i in range(0, len(items), 256)]
-            return [out for part in pool.map(fn, chunks) for out in part]
-    chunks = [items[i : i + _PROCESS_CHUNK] for i in range(0, len(items), _PROCESS_CHUNK)]
-    with ProcessPoolExecutor(_CODEC_WORKERS, mp_context=_FORK) as pool:
-        return [out for part in pool.map(fn, chunks) for out in part]
+def _map_chunks(
+    fn: Callable[[Sequence], list],
+    items: Sequence,
+    workers: int | None = None,
+    done: Callable[[int], object] | None = None,
+) -> list:
+    """``fn`` over chunks of ``items``, results in order: processes for large inputs, threads otherwise.
+
+    workers: pool size (None: ``_CODEC_WORKERS``); done: called with the size of each finished chunk, in order.
+    """
+    workers = workers or _CODEC_WORKERS
+    if len(items) < _PROCESS_MIN_IMAGES or workers == 1:
+        pool, size = ThreadPoolExecutor(workers), 256
+    else:
+        pool, size = ProcessPoolExecutor(workers, mp_context=_FORK), _PROCESS_CHUNK
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    out: list = []
+    with pool:
+        for chunk, part in zip(chunks, pool.map(fn, chunks), strict=True):
+            out.extend(part)
+            if done is not None:
+                done(len(chunk))
+    return out
 
 
-def write_parquet(images: ImageSet, path: str | Path) -> None:
-    """Write ``images`` to ``path`` atomically (a ``.tmp`` sibling renamed on success)."""
+def write_parquet(images: ImageSet, path: str | Path, progress: bool = False, workers: int | None = None) -> None:
+    """Write ``images`` to ``path`` atomically (a ``.tmp`` sibling renamed on success).
+
+    progress: show the PNG encoding (the slow part for a large split) as a bar or progress lines.
+    workers: processes (or threads, for small inputs) that encode; None = up to 4, one per CPU.
+    """
     path = Path(path)
-    pngs = _map_chunks(_encode_many, images.images)
+    with tqdm(total=len(images), desc=f"encoding {path.name}", unit="img", disable=not progress) as bar:
+        pngs = _map_chunks(_encode_many, images.images, workers, bar.update)
     table = pa.table(
         {
             "png": pa.array(pngs, type=pa.binary()),

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from skimage.segmentation import felzenszwalb
-from tqdm import tqdm
+
+from pipeline.progress import tqdm
 
 MaskKind = Literal["segmentation", "grid", "chimeramix", "chimeramix-grid"]
 MASK_KINDS: tuple[str, ...] = ("segmentation", "grid", "chimeramix", "chimeramix-grid")

@@ -21,18 +21,26 @@ from pipeline.errors import HydraMixError
 from pipeline.imageset import read_parquet, write_parquet
 from pipeline.sources import SOURCES, SourceOptions, load_source
 from pipeline.subsets import draw_subset, write_subset
+from pipeline.threads import Threads, check_threads, resolve_threads
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
     """``prepare:`` in params.yaml. ``folder_path`` and ``resolution`` are read only for dataset ``folder``
-    (the official datasets keep their native 32 / 96 px)."""
+    (the official datasets keep their native 32 / 96 px). ``name``: what manifests and reports call the data
+    (None: the official dataset's name, or the folder's or archive's name). ``threads``: image decoding and
+    encoding processes ("auto" or N, see ``pipeline.threads``)."""
 
     dataset: str
     folder_path: str
     resolution: int
+    name: str | None = None
+    threads: Threads = "auto"
 
     def __post_init__(self) -> None:
+        check_threads(self.threads)
+        if self.name is not None and not self.name.strip():
+            raise ValueError("name must be null or a non-empty string")
         if self.dataset not in SOURCES:
             raise ValueError(f"unknown dataset '{self.dataset}'; choose one of: {', '.join(SOURCES)}")
         if not 1 <= self.resolution <= 4096:
@@ -63,24 +71,28 @@ def prepare(config: PrepareConfig, download_dir: Path, out: Path, progress: bool
     ``download_dir`` holds (or receives) the official archives; for ``folder``, ``config.folder_path`` is the
     tree or archive, read as given (relative paths from the working directory).
     """
+    workers = resolve_threads(config.threads)
     options = SourceOptions(
         download_dir=Path(download_dir),
         folder_path=Path(config.folder_path) if config.dataset == "folder" else None,
         resolution=config.resolution,
         progress=progress,
+        workers=workers,
     )
     data = load_source(config.dataset, options)
     manifest = {
-        "dataset": data.dataset,
+        "dataset": config.name or data.dataset,
         "source": [f.to_dict() for f in data.files],
         "class_names": list(data.train.class_names),
         "resolution": data.train.resolution,
         "counts": {"train": data.train.counts(), "test": data.test.counts()},
         "skipped_files": data.skipped,
     }
+    if data.test_split != "test":  # absent otherwise, so a train/ + test/ tree's manifest is as before
+        manifest["test_split"] = data.test_split
     with atomic_dir(out) as tmp:
-        write_parquet(data.train, tmp / "train.parquet")
-        write_parquet(data.test, tmp / "test.parquet")
+        write_parquet(data.train, tmp / "train.parquet", progress=progress, workers=workers)
+        write_parquet(data.test, tmp / "test.parquet", progress=progress, workers=workers)
         write_json(tmp / "manifest.json", manifest)
     return manifest
 

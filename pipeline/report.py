@@ -188,6 +188,24 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_csv(report: dict[str, Any]) -> str:
+    """One CSV row per run of a ``compare`` report (for ``dvc plots``): label, dataset, k, run, n, and top-1 and
+    macro accuracy in percent (mean over seeds, and top-1's sample std). ``label`` is the run, prefixed with its
+    dataset and k where the report holds several panels, so that a bar chart by label never merges two panels."""
+    several = len(report["panels"]) > 1
+    lines = ["label,dataset,k,run,n,top1,top1_std,macro"]
+    for r in report["rows"]:
+        label = f"{r['dataset']} k={r['k']}: {r['run']}" if several else r["run"]
+        fields = [label, r["dataset"], str(r["k"]), r["run"], str(r["n"])]
+        fields += [f"{100 * r['top1_mean']:.2f}", f"{100 * r['top1_std']:.2f}", f"{100 * r['macro_mean']:.2f}"]
+        lines.append(",".join(_csv_field(f) for f in fields))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_field(text: str) -> str:
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
+
+
 def _pm(mean: float, std: float, n: int) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
 

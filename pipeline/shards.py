@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet, decode_png, encode_png
+from pipeline.progress import tqdm
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -510,7 +510,9 @@ def verify_dataset(dataset_dir: str | Path, progress: bool = False) -> Verificat
     counts = np.zeros(len(class_names), dtype=np.int64)
     complete = True  # every sample of every shard read, with a label in range
     position = 0  # sample id of the next sample, in manifest order
-    for entry in tqdm(entries, desc="verify", unit="shard", disable=not progress):
+    # Counted in samples, not shards: a few large shards would leave the ETA blank for minutes.
+    bar = tqdm(total=manifest["total"], desc="verify", unit="img", disable=not progress)
+    for entry in entries:
         name, path = entry["name"], dataset_dir / entry["name"]
         if not path.is_file():
             problems.append(f"{name}: missing")
@@ -523,6 +525,7 @@ def verify_dataset(dataset_dir: str | Path, progress: bool = False) -> Verificat
             if file_sha256(path) != entry["sha256"]:
                 problems.append(f"{name}: sha256 differs from the manifest (file changed or corrupt)")
             for sample in iter_shard(path):
+                bar.update()
                 if sample.image.shape != (res, res, 3):
                     found.add("size", f"sample {sample.key} is {sample.image.shape}, expected {res}px")
                 if not 0 <= sample.label < len(class_names):
@@ -539,6 +542,7 @@ def verify_dataset(dataset_dir: str | Path, progress: bool = False) -> Verificat
         if readable and n != entry["count"]:
             problems.append(f"{name}: {n} samples, manifest says {entry['count']}")
         position += n if readable else entry["count"]
+    bar.close()
     labelled = dict(zip(class_names, map(int, counts), strict=True))
     if complete and labelled != manifest["counts"]:
         problems.append(f"labels in the shards count {labelled} per class, manifest says {manifest['counts']}")

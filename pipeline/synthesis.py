@@ -46,6 +46,7 @@ from pipeline.masks import (
     to_feature_resolution,
 )
 from pipeline.shards import ShardConfig
+from pipeline.threads import Threads, check_threads
 
 # Streams of the per-sample seed used here (masks.py uses 1-4 for the mask itself).
 _STREAM_N, _STREAM_SOURCES, _STREAM_FLIPS = 101, 102, 103
@@ -68,6 +69,7 @@ class SynthConfig:
     device, precision: where and in which autocast dtype to decode ("auto" = cuda if present; bf16 on CPUs
         with native bf16, else fp32).
     shards: shard file name and size (read by the ``synthesize`` stage, not by the engine).
+    threads: CPU threads ("auto" or N, see ``pipeline.threads``; set by the stage, not part of the dataset).
     """
 
     n_per_class: int = 5000
@@ -81,8 +83,10 @@ class SynthConfig:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     shards: ShardConfig = ShardConfig()
+    threads: Threads = "auto"
 
     def __post_init__(self) -> None:
+        check_threads(self.threads)
         if self.n_per_class < 1:
             raise ValueError(f"n_per_class must be >= 1, got {self.n_per_class}")
         if len(self.n_sources) != 2 or not 2 <= self.n_sources[0] <= self.n_sources[1]:

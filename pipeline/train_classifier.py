@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.atomic import write_file
@@ -31,6 +30,8 @@ from pipeline.devices import Precision, autocast, resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
 from pipeline.evaluate import predict
 from pipeline.imageset import ImageSet
+from pipeline.progress import tqdm
+from pipeline.threads import Threads, check_threads
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ class ClassifierConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
     precision: Precision = "auto"  # auto: bf16 autocast where the device supports it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    threads: Threads = "auto"  # CPU threads, set by the stage (pipeline.threads)
 
     def __post_init__(self) -> None:
+        check_threads(self.threads)
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch '{self.arch}' unknown; valid: {', '.join(ARCHITECTURES)}")
         if self.iterations < 1 or self.batch_size < 2 or self.eval_batch_size < 1:

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.atomic import write_file
@@ -44,14 +43,19 @@ from pipeline.masks import (
     to_feature_resolution,
 )
 from pipeline.networks import HydraMixGenerator, PatchDiscriminator, count_parameters
+from pipeline.progress import note, tqdm
 from pipeline.quality import fidelity_report, psnr
+from pipeline.threads import Threads, check_threads
 
 GENERATOR_FORMAT = "hydramix-generator/1"
 TRAIN_STATE_FORMAT = "hydramix-generator-train-state/1"
 # Random streams: training step s draws from (seed, _TRAIN, s); evaluation batch i from (seed, _EVAL, i).
 _TRAIN, _EVAL, _GRID = 1, 2, 3
+# Keys of TrainResult.metrics that describe the run (time, speed, hardware) rather than the generator: a stage
+# writes them apart from the results, so a re-run elsewhere changes no metric.
+RUN_KEYS = ("throughput", "train_seconds", "wall_seconds", "device", "dtype", "world_size")
 # Config keys that may change between a run and its resumption without changing what is being computed.
-_RESUME_FREE_KEYS = ("device", "precision", "checkpoint_every", "log_every")
+_RESUME_FREE_KEYS = ("device", "precision", "checkpoint_every", "log_every", "threads")
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,10 @@ class GeneratorConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
+    threads: Threads = "auto"  # CPU threads, set by the stage (pipeline.threads)
 
     def __post_init__(self) -> None:
+        check_threads(self.threads)
         if self.resolution < 8 or self.resolution % HydraMixGenerator.downsampling:
             raise ValueError(f"resolution must be >= 8 and divisible by 4, got {self.resolution}")
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "eval_mixes", "grid_mixes"):
@@ -346,6 +352,8 @@ def train_generator(
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
         state = _load_train_state(checkpoint_path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, device)
+        if progress and distributed.is_main():
+            note(f"train-generator: resuming from step {state['step']} of {cfg.iterations} ({checkpoint_path})")
 
     # Under torchrun: gradients averaged over the processes (identical initial weights come from cfg.seed
     # or the shared checkpoint); without it these are g's training forward and d themselves.
@@ -626,6 +634,8 @@ def load_generator(path: str | Path) -> tuple[HydraMixGenerator, dict[str, Any]]
     CPU, metadata dict with "model", "masks", "class_names", "resolution", "subset_sha256", "step", "config").
     HydraMixError if the file is missing, not a hydramix generator, or corrupt."""
     path = Path(path)
+    if path.is_dir():
+        raise HydraMixError(f"generator file {path} is a directory; pass the generator .pt file inside it")
     if not path.is_file():
         raise HydraMixError(f"generator file {path} not found; run `hydramix train-generator` first")
     try:

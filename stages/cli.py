@@ -1,19 +1,8 @@
-"""The ``hydramix`` console script: importing each stage module registers its command on the app."""
+"""The ``hydramix`` console script. Commands are imported on demand (``stages.app.StageGroup``), so this module
+imports no stage: ``hydramix --help`` stays fast."""
 
 from __future__ import annotations
 
-# Registration by import, in pipeline order (this is the order `hydramix --help` lists them in).
-from stages import (  # noqa: F401
-    prepare,
-    subset,
-    train_generator,
-    synthesize,
-    verify,
-    score,
-    train_classifier,
-    evaluate,
-    report,
-)
 from stages.app import app
 
 

@@ -14,13 +14,13 @@ from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError
 from pipeline.evaluate import accuracy_metrics, plot_confusion, predict
 from pipeline.subsets import read_subset
+from pipeline.threads import set_torch_threads
 from pipeline.train_classifier import check_compatible, load_checkpoint
-from stages.app import stage
+from stages.app import ThreadsOption, existing_dir, existing_file, parse_threads, stage
 
 
 @stage(
     "evaluate",
-    "Measure a trained classifier on the full test split.",
     help="Measure a classifier checkpoint on its subset's full test split: top-1, macro-average and "
     "per-class accuracy (metrics JSON) and a confusion-matrix PNG.",
 )
@@ -39,12 +39,16 @@ def evaluate_command(
             "(`hydramix subset --val-per-class`), for choosing a recipe without touching the test split."
         ),
     ] = "test",
+    threads: ThreadsOption = None,
 ) -> None:
     """Evaluate the last-iterate model (no test-time augmentation) and write metrics + plot."""
     if split not in ("test", "val"):
         raise HydraMixError(f"unknown split '{split}'; valid: test, val")
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise HydraMixError(f"unknown precision '{precision}'; valid: auto, fp32, bf16, fp16")
+    existing_file(checkpoint, "--checkpoint", "a classifier checkpoint written by `hydramix train-classifier`")
+    existing_dir(subset, "--subset", "a subset directory written by `hydramix subset`")
+    set_torch_threads(parse_threads(threads) or "auto")
     model, meta = load_checkpoint(checkpoint)
     data = read_subset(subset)
     check_compatible(meta, data.train, str(subset))

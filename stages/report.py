@@ -10,13 +10,12 @@ import typer
 
 from pipeline.atomic import write_file
 from pipeline.errors import HydraMixError
-from pipeline.report import aggregate, compare, load_metrics, markdown_table, plot_results
+from pipeline.report import aggregate, compare, load_metrics, markdown_table, plot_results, results_csv
 from stages.app import stage
 
 
 @stage(
     "report",
-    "Aggregate evaluations into a results table and plot.",
     help="Aggregate evaluation metrics JSONs into a Markdown table (run x dataset x k: mean ± std over seeds, and "
     "the top-1 difference to a reference run and to the best classic augmentation, paired by seed, with 95% "
     "t-intervals) and a plot. See docs/statistics.md.",
@@ -26,6 +25,7 @@ def report_command(
         list[str],
         typer.Option(
             "--metrics",
+            metavar="PATH",
             help="Metrics JSON files, directories (searched recursively for *.json) or "
             "glob patterns; repeat the option for several.",
         ),
@@ -36,12 +36,17 @@ def report_command(
         str,
         typer.Option(
             "--reference",
+            metavar="RUN",
             help="Name of the run to compare every other run of the same dataset and k with (e.g. baseline, "
             "mixup, hydramix+mixup): the 'Δ vs' column and the lower plot show each run's top-1 minus the "
             "reference's, paired by seed, with a 95% t-interval. Both runs must hold the same seeds. An error if "
             "no panel has this run.",
         ),
     ] = "baseline",
+    out_csv: Annotated[
+        Path | None,
+        typer.Option("--out-csv", help="Also write one CSV row per run (top-1 and macro in %, n) for `dvc plots`."),
+    ] = None,
 ) -> None:
     """Collect the metrics files, aggregate per (dataset, k, run), compare with the reference, write table and
     plot."""
@@ -50,10 +55,14 @@ def report_command(
     table = markdown_table(report)
     write_file(out_table, lambda tmp: tmp.write_text(table))
     plot_results(report, out_plot)
+    if out_csv is not None:
+        csv = results_csv(report)
+        write_file(out_csv, lambda tmp: tmp.write_text(csv))
+    written = [out_table, out_plot] + ([out_csv] if out_csv is not None else [])
     typer.echo(table, nl=False)
     typer.echo(
         f"{len(paths)} run(s) in {len(report['rows'])} row(s), {len(report['panels'])} panel(s), reference "
-        f"{reference}; wrote {out_table} and {out_plot}"
+        f"{reference}; wrote {', '.join(map(str, written[:-1]))} and {written[-1]}"
     )
 
 

@@ -34,7 +34,8 @@ from pipeline.metric import ClassMetrics
 from pipeline.shards import iter_samples, read_manifest
 from pipeline.subsets import read_subset
 from pipeline.synsets import Vocabulary, load_vocabulary, templates
-from stages.app import ParamsOption, load_section, stage
+from pipeline.threads import set_torch_threads
+from stages.app import ParamsOption, ThreadsOption, existing_dir, load_section, parse_threads, stage
 
 HOW_TO_PROVIDE_WEIGHTS = (
     "To score, provide open_clip weights: with network access the hub tag in score.pretrained "
@@ -73,7 +74,6 @@ def shard_source(name: str, directory: Path, batch_size: int) -> ScoreSource:
 
 @stage(
     "score",
-    "Score real and synthetic sets with CLIP Synset Entropy.",
     help="Score real and synthetic datasets with CLIP Synset Entropy (needs CLIP weights).",
 )
 def score(
@@ -83,7 +83,9 @@ def score(
     out_plot: Annotated[Path, typer.Option(help="PNG to write: per-class entropies of every dataset.")],
     synthetic: Annotated[
         list[str] | None,
-        typer.Option(help="Synthetic dataset dir, as NAME=DIR or DIR (named after the dir); repeatable."),
+        typer.Option(
+            metavar="NAME=DIR", help="Synthetic dataset dir, as NAME=DIR or DIR (named after the dir); repeatable."
+        ),
     ] = None,
     cache_dir: Annotated[
         Path | None,
@@ -102,19 +104,27 @@ def score(
             help="Fail (exit 1) instead of writing a 'skipped' result when weights are missing.",
         ),
     ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Write the metrics JSON, the per-sample table and the plot; see docs/metric.md for the definitions."""
-    cfg = replace(
-        load_section(params, "score", ScoreConfig),
-        model=model,
-        pretrained=pretrained,
-        device=device,
-        require_weights=require_weights,
-    )
+    existing_dir(subset, "--subset", "a subset directory written by `hydramix subset`")
+    try:
+        cfg = replace(
+            load_section(params, "score", ScoreConfig),
+            model=model,
+            pretrained=pretrained,
+            device=device,
+            require_weights=require_weights,
+            threads=parse_threads(threads),
+        )
+    except ValueError as exc:
+        raise HydraMixError(f"bad option: {exc}") from None
+    set_torch_threads(cfg.threads)
     # Validate every input before touching weights, so a typo fails the same way with or without them.
     check_model_name(cfg.model)
     synthetic_dirs = parse_synthetic(synthetic or [])
     for _, directory in synthetic_dirs:
+        existing_dir(directory, "--synthetic", "a dataset directory written by `hydramix synthesize`")
         read_manifest(directory)
     real = read_subset(subset)
     vocabulary = load_vocabulary(cfg.vocabulary)
@@ -183,7 +193,7 @@ def metrics_payload(
             "sha256": vocabulary.digest(),
         },
         "templates": cfg.templates,
-        "params": to_dict(cfg),
+        "params": {k: v for k, v in to_dict(cfg).items() if k != "threads"},  # how many threads ran it: no result
         "datasets": {
             name: {**metrics.summary(), "per_class": metrics.per_class(class_names)}
             for name, (metrics, class_names) in results.items()

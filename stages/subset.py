@@ -11,23 +11,26 @@ import typer
 from pipeline.config import replace
 from pipeline.errors import HydraMixError
 from pipeline.prepare import SubsetConfig, make_subset
-from stages.app import ParamsOption, load_section, stage
+from stages.app import ParamsOption, existing_dir, load_section, stage
 
 
 @stage(
     "subset",
-    "Draw k images per class (seeded, nested).",
     help="Draw k train images per class with a seed (nested: k=5 lies inside k=10) from a prepared "
     "dataset and write them with the full test split (and, with --val-per-class, a validation draw).",
 )
 def subset_command(
-    prepared: Annotated[
-        Path, typer.Option("--prepared", help="Prepared dataset directory from `hydramix prepare`.")
-    ] = Path("data/raw/prepared"),
     out: Annotated[
         Path,
-        typer.Option("--out", help="Subset directory to write (train.parquet, test.parquet, manifest.json)."),
-    ] = Path("data/subset"),
+        typer.Option(
+            "--out",
+            help="Subset directory to write (train.parquet, test.parquet, manifest.json); dvc.yaml writes "
+            "data/subsets/kK-seedS.",
+        ),
+    ],
+    prepared: Annotated[
+        Path, typer.Option("--prepared", help="Prepared dataset directory from `hydramix prepare`.")
+    ] = Path("data/prepared"),
     params: ParamsOption = Path("params.yaml"),
     k: Annotated[int | None, typer.Option("--k", help="Train images per class (overrides subset.k).")] = None,
     seed: Annotated[int | None, typer.Option(help="Subset seed (overrides subset.seed).")] = None,
@@ -41,6 +44,7 @@ def subset_command(
     ] = None,
 ) -> None:
     """Write OUT/train.parquet (k per class), OUT/test.parquet, OUT/manifest.json (and OUT/val.parquet)."""
+    existing_dir(prepared, "--prepared", "a prepared dataset directory written by `hydramix prepare`")
     config = load_section(params, "subset", SubsetConfig)
     try:
         config = replace(config, k=k, seed=seed, val_per_class=val_per_class)

@@ -3,6 +3,9 @@
 Under ``torchrun`` rank r writes shards r, r + W, ...; rank 0 locks and claims the directory first and writes the
 manifest last, so the dataset is byte-identical to a single process's. One ``synthesize`` at a time writes into
 a directory: the lock refuses a second one.
+
+--metrics gets what the dataset is (counts, set diagnostics): the same for the same inputs, so a forced re-run
+changes no metric. --timings gets how this run went (seconds, images/s, memory, shards kept on resume).
 """
 
 from __future__ import annotations
@@ -41,13 +44,25 @@ from pipeline.shards import (
     write_dataset_shards,
 )
 from pipeline.synthesis import SynthConfig, Synthesizer, fit_blur_sigma_to
+from pipeline.threads import set_torch_threads
 from pipeline.train_generator import load_generator
-from stages.app import ParamsOption, load_section, parse_n_sources, stage
+from stages.app import (
+    ParamsOption,
+    ThreadsOption,
+    existing_dir,
+    existing_file,
+    load_section,
+    parse_n_sources,
+    parse_threads,
+    stage,
+)
+
+# A loader with more workers than shards hands some workers nothing (webdataset: "No samples found").
+MIN_SHARDS = 4
 
 
 @stage(
     "synthesize",
-    "Write a synthetic dataset as WebDataset shards.",
     help="Write --n-per-class images per class as reproducible WebDataset shards (re-run to resume).",
 )
 def synthesize(
@@ -85,22 +100,37 @@ def synthesize(
     ] = None,
     n_sources: Annotated[
         str | None,
-        typer.Option(help="Images mixed per sample: N or MIN,MAX (overrides synthesize.n_sources)."),
+        typer.Option(
+            metavar="N|MIN,MAX", help="Images mixed per sample: N or MIN,MAX (overrides synthesize.n_sources)."
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (overrides synthesize.device).")] = None,
     name: Annotated[
         str | None, typer.Option(help="Shard file prefix, <name>-NNNNNN.tar (overrides synthesize.shards.name).")
     ] = None,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Samples per shard (overrides synthesize.shards.shard_size). Keep at least {MIN_SHARDS} shards "
+            "per dataset, and as many as the DataLoader workers that will read it."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a different dataset already in --out.")] = False,
     metrics: Annotated[
-        Path | None, typer.Option(help="Also write timing figures (images/s, peak memory) to this JSON file.")
+        Path | None,
+        typer.Option(help="Also write the dataset's figures (counts, set diagnostics) to this JSON file."),
     ] = None,
+    timings: Annotated[
+        Path | None,
+        typer.Option(help="Also write this run's timings (seconds, images/s, peak memory) to this JSON file."),
+    ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Resumable: re-running the same command keeps complete shards and renders only the missing ones."""
     with distributed.session():  # a no-op without torchrun
         _synthesize(
             subset, out, generator, params, n_per_class, seed, mode, n_sources, device, name, force, metrics,
-            blur_reference, blur_sigma,
+            blur_reference, blur_sigma, shard_size, timings, threads,
         )  # fmt: skip
 
 
@@ -119,8 +149,14 @@ def _synthesize(
     metrics: Path | None,
     blur_reference: Path | None,
     blur_sigma: float | None,
+    shard_size: int | None = None,
+    timings: Path | None = None,
+    threads: str | None = None,
 ) -> None:
     cfg = load_section(params, "synthesize", SynthConfig)
+    existing_dir(subset, "--subset", "the subset directory the generator was trained on")
+    if generator is not None:
+        existing_file(generator, "--generator", "a generator file written by `hydramix train-generator`")
     if n_per_class is not None and n_per_class < 1:
         raise HydraMixError(f"--n-per-class must be >= 1, got {n_per_class}")
     if mode is not None and mode not in ("generator", "pixel", "blur"):
@@ -138,10 +174,12 @@ def _synthesize(
             mode=mode,
             n_sources=parse_n_sources(n_sources, "--n-sources"),
             device=device,
-            shards=replace(cfg.shards, name=name),
+            shards=replace(cfg.shards, name=name, shard_size=shard_size),
+            threads=parse_threads(threads),
         )
     except ValueError as exc:  # __post_init__ range checks on the flag values
         raise HydraMixError(f"bad option: {exc}") from None
+    set_torch_threads(cfg.threads)
 
     train, subset_manifest = _read_subset_train(subset)
     subset_sha256 = file_sha256(subset / "manifest.json")
@@ -178,7 +216,7 @@ def _synthesize(
             **{k: subset_manifest.get(k) for k in ("dataset", "source", "checksum", "k", "seed")},
         },
         # device and precision are recorded as resolved (they can change the decoded bytes), not as asked.
-        "synthesis": {k: v for k, v in to_dict(cfg).items() if k not in ("device", "precision", "shards")},
+        "synthesis": {k: v for k, v in to_dict(cfg).items() if k not in ("device", "precision", "shards", "threads")},
         "compute": {"device": torch_device.type, "dtype": str(dtype).removeprefix("torch.")},
         "masks": to_dict(synthesizer.mask_cfg),
         "versions": library_versions(),
@@ -186,7 +224,7 @@ def _synthesize(
     with contextlib.ExitStack() as held:
         # Rank 0 holds the lock from before the claim until the manifest is written; a refusal stops every rank.
         distributed.on_main(lambda: held.enter_context(lock_directory(out)))
-        _write(out, synthesizer, cfg, identity, train, force, metrics)
+        _write(out, synthesizer, cfg, identity, train, force, metrics, timings)
 
 
 def _write(
@@ -197,6 +235,7 @@ def _write(
     train: ImageSet,
     force: bool,
     metrics: Path | None,
+    timings: Path | None,
 ) -> None:
     """Claim ``out``, write this process's shards and, on rank 0, the manifest and the report."""
     start = time.perf_counter()
@@ -236,22 +275,35 @@ def _write(
     rendered += sum(e["count"] for e in written.values() if e["rendered"])
     kept += sum(1 for e in written.values() if not e["rendered"])
     repaired += sum(1 for e in written.values() if e["repaired"])
-    figures = {
-        "images": manifest["total"],
-        "images_rendered": rendered,
-        "shards": len(manifest["shards"]),
-        "shards_kept": kept,
-        "seconds": seconds,
-        "images_per_s": rendered / seconds if rendered else None,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "device": synthesizer.device.type,
-        "dtype": identity["compute"]["dtype"],
-        "world_size": distributed.world_size(),
-    }
     diag = manifest["diagnostics"]
-    figures["diagnostics"] = diag
     if metrics is not None:
-        write_json(metrics, figures)
+        write_json(
+            metrics,
+            {"images": manifest["total"], "shards": len(manifest["shards"]), "classes": len(train.class_names),
+             "diagnostics": diag},
+        )  # fmt: skip
+    if timings is not None:
+        write_json(
+            timings,
+            {
+                "images_rendered": rendered,
+                "shards_kept": kept,
+                "shards_repaired": repaired,
+                "seconds": seconds,
+                "images_per_s": rendered / seconds if rendered else None,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "device": synthesizer.device.type,
+                "dtype": identity["compute"]["dtype"],
+                "world_size": distributed.world_size(),
+            },
+        )
+    if len(manifest["shards"]) < MIN_SHARDS:
+        typer.echo(
+            f"warning: {out} has {len(manifest['shards'])} shard(s); a DataLoader with more workers than shards "
+            f"finds no samples in some workers. Use a smaller --shard-size (at least {MIN_SHARDS} shards, "
+            "ideally one per worker or more).",
+            err=True,
+        )
     blur = f", blur sigma {cfg.blur_sigma} px" if cfg.mode == "blur" else ""
     if repaired:
         typer.echo(f"{out}: {repaired} shard(s) differed from their recorded sha256 and were rendered again", err=True)

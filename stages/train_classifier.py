@@ -18,13 +18,13 @@ from pipeline.classifiers import ARCHITECTURES
 from pipeline.config import replace
 from pipeline.errors import HydraMixError
 from pipeline.subsets import read_subset
+from pipeline.threads import set_torch_threads
 from pipeline.train_classifier import ClassifierConfig, save_checkpoint, train_classifier
-from stages.app import ParamsOption, load_section, stage
+from stages.app import ParamsOption, ThreadsOption, existing_dir, load_section, parse_threads, stage
 
 
 @stage(
     "train-classifier",
-    "Train a classifier from scratch with one method.",
     help="Train a classifier from scratch on a real subset with one method: a classic augmentation "
     f"({', '.join(CLASSIC_AUGMENTATIONS)}) on the real images, or a synthetic method "
     f"({', '.join(SYNTHETIC_METHODS)}) that also draws part of each batch from --synthetic DIR and can be "
@@ -64,6 +64,7 @@ def train_classifier_command(
     arch: Annotated[str | None, typer.Option(help=f"Override classifier.arch: {', '.join(ARCHITECTURES)}.")] = None,
     device: Annotated[str | None, typer.Option(help="Override classifier.device: auto, cpu, cuda[:N].")] = None,
     synthetic_share: Annotated[float | None, typer.Option(help="Override classifier.synthetic_share.")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Load the subset (and synthetic set), train, write the checkpoint (and training statistics)."""
     name = run_name(method, resolve_augment(method, augment))  # validates the combination first
@@ -75,6 +76,9 @@ def train_classifier_command(
         raise HydraMixError(
             f"method '{method}' uses no synthetic data; drop --synthetic or use one of {', '.join(SYNTHETIC_METHODS)}"
         )
+    existing_dir(subset, "--subset", "a subset directory written by `hydramix subset`")
+    if synthetic is not None:
+        existing_dir(synthetic, "--synthetic", "a dataset directory written by `hydramix synthesize`")
     config = load_section(params, "classifier", ClassifierConfig)
     try:
         config = replace(
@@ -84,9 +88,11 @@ def train_classifier_command(
             arch=arch,
             device=device,
             synthetic_share=synthetic_share,
+            threads=parse_threads(threads),
         )
     except ValueError as exc:
         raise HydraMixError(f"bad flag value: {exc}") from None
+    set_torch_threads(config.threads)
     data = read_subset(subset)
     synthetic_set, synthetic_manifest = None, None
     if synthetic is not None:

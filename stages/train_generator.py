@@ -1,8 +1,9 @@
 """``hydramix train-generator``: train the HydraMix generator on a subset's train split.
 
-Writes the self-describing generator file, the loss curve (CSV for ``dvc plots``), the metrics JSON
-(reconstruction PSNR, mask fidelity with its references, throughput) and a PNG grid of example mixes.
-A killed run restarted with the same command resumes from its checkpoint. Under ``torchrun`` the same command
+Writes the self-describing generator file and, where asked for, the loss curve (CSV for ``dvc plots``), the
+metrics JSON (reconstruction PSNR, mask fidelity with its references), the timings JSON (throughput, seconds,
+device: kept apart so that a re-run on other hardware changes no metric) and a PNG grid of example mixes.
+A killed run restarted with the same command resumes from its --checkpoint. Under ``torchrun`` the same command
 trains with DistributedDataParallel (generator.batch_size is the global batch); rank 0 writes every file.
 """
 
@@ -12,7 +13,6 @@ import hashlib
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
 from pipeline import distributed
@@ -21,14 +21,24 @@ from pipeline.config import replace
 from pipeline.errors import HydraMixError
 from pipeline.masks import MASK_KINDS
 from pipeline.subsets import read_subset
+from pipeline.threads import set_torch_threads
 from pipeline.train_generator import (
+    RUN_KEYS,
     GeneratorConfig,
     save_generator,
     train_generator,
     write_loss_curve,
     write_png,
 )
-from stages.app import ParamsOption, load_section, parse_n_sources, stage
+from stages.app import (
+    ParamsOption,
+    ThreadsOption,
+    existing_dir,
+    load_section,
+    parse_n_sources,
+    parse_threads,
+    stage,
+)
 
 # What a generator is trained to do: HydraMix's N-image mixes, or ChimeraMix's pairs with its own mask rule.
 GENERATOR_KINDS = ("hydramix", "chimeramix")
@@ -36,35 +46,34 @@ GENERATOR_KINDS = ("hydramix", "chimeramix")
 
 @stage(
     "train-generator",
-    "Train the HydraMix generator on a subset.",
     help="Train the HydraMix generator (encoder, N-image feature mixing, decoder, PatchGAN) on a subset; "
     "resumes from its checkpoint when restarted.",
 )
 def train_generator_command(
-    subset: Annotated[Path, typer.Option("--subset", help="Subset directory from `hydramix subset`.")] = Path(
-        "data/subset"
-    ),
+    subset: Annotated[Path, typer.Option("--subset", help="Subset directory from `hydramix subset`.")],
     generator: Annotated[
         Path,
         typer.Option("--generator", help="Generator file to write (weights + everything synthesis needs)."),
-    ] = Path("data/generator/generator.pt"),
-    metrics: Annotated[Path, typer.Option("--metrics", help="Metrics JSON to write.")] = Path(
-        "data/generator/metrics.json"
-    ),
-    loss_curve: Annotated[Path, typer.Option("--loss-curve", help="Loss-curve CSV to write (dvc plots).")] = Path(
-        "data/generator/loss_curve.csv"
-    ),
-    grid: Annotated[Path, typer.Option("--grid", help="PNG grid of example mixes to write.")] = Path(
-        "data/generator/grid.png"
-    ),
+    ],
+    metrics: Annotated[
+        Path | None, typer.Option("--metrics", help="Metrics JSON to write (PSNR, mask fidelity, final losses).")
+    ] = None,
+    timings: Annotated[
+        Path | None,
+        typer.Option("--timings", help="JSON to write with the run's timings (throughput, seconds, device)."),
+    ] = None,
+    loss_curve: Annotated[
+        Path | None, typer.Option("--loss-curve", help="Loss-curve CSV to write (dvc plots).")
+    ] = None,
+    grid: Annotated[Path | None, typer.Option("--grid", help="PNG grid of example mixes to write.")] = None,
     checkpoint: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--checkpoint",
-            help="Training-state checkpoint (written every checkpoint_every steps, "
-            "resumed from if present, deleted when the run completes).",
+            help="Training-state checkpoint: written every checkpoint_every steps, resumed from if present, "
+            "deleted when the run completes (without it a killed run starts over).",
         ),
-    ] = Path("data/checkpoints/train-generator.pt"),
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
     iterations: Annotated[
         int | None, typer.Option("--iterations", help="Training steps (overrides generator.iterations).")
@@ -90,6 +99,7 @@ def train_generator_command(
         str | None,
         typer.Option(
             "--n-sources",
+            metavar="N|MIN,MAX",
             help="Images per mix: N or MIN,MAX (overrides generator.masks.n_sources; ChimeraMix: 2).",
         ),
     ] = None,
@@ -101,20 +111,17 @@ def train_generator_command(
             "baseline is --n-sources 2 --mask-kind chimeramix.",
         ),
     ] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
-    threads: Annotated[
-        int | None,
+    progress: Annotated[
+        bool,
         typer.Option(
-            "--threads",
-            min=1,
-            help="CPU intra-op threads (default: torch's). Use 1 on a busy machine: contended OpenMP threads "
-            "can make CPU training many times slower.",
+            "--progress/--no-progress",
+            help="Show progress: a bar on a terminal, a line every 5% of the steps otherwise (logs, dvc repro).",
         ),
-    ] = None,
+    ] = True,
+    threads: ThreadsOption = None,
 ) -> None:
-    """Train, then write GENERATOR, METRICS, LOSS_CURVE and GRID."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+    """Train, then write GENERATOR and whichever of METRICS, TIMINGS, LOSS_CURVE and GRID are given."""
+    existing_dir(subset, "--subset", "a subset directory written by `hydramix subset`")
     config = load_section(params, "generator", GeneratorConfig)
     if precision is not None and precision not in ("auto", "fp32", "bf16", "fp16"):
         raise HydraMixError(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
@@ -129,9 +136,18 @@ def train_generator_command(
         raise HydraMixError(f"--mask-kind must be one of {', '.join(MASK_KINDS)}, got {mask_kind!r}")
     try:
         masks = replace(config.masks, kind=mask_kind, n_sources=parse_n_sources(n_sources, "--n-sources"))
-        config = replace(config, iterations=iterations, device=device, precision=precision, seed=seed, masks=masks)
+        config = replace(
+            config,
+            iterations=iterations,
+            device=device,
+            precision=precision,
+            seed=seed,
+            masks=masks,
+            threads=parse_threads(threads),
+        )
     except ValueError as exc:
         raise HydraMixError(f"bad option: {exc}") from None
+    set_torch_threads(config.threads)
     data = read_subset(subset)
     subset_sha256 = hashlib.sha256((subset / "manifest.json").read_bytes()).hexdigest()
     with distributed.session():  # a no-op without torchrun
@@ -143,10 +159,16 @@ def train_generator_command(
         save_generator(
             generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"]
         )
-        write_loss_curve(loss_curve, result.history)
-        write_png(grid, result.grid)
-        write_json(metrics, result.metrics)
-        checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
+        if loss_curve is not None:
+            write_loss_curve(loss_curve, result.history)
+        if grid is not None:
+            write_png(grid, result.grid)
+        if metrics is not None:
+            write_json(metrics, {k: v for k, v in result.metrics.items() if k not in RUN_KEYS})
+        if timings is not None:
+            write_json(timings, {k: v for k, v in result.metrics.items() if k in RUN_KEYS})
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
     fid = result.metrics["mask_fidelity"]
     typer.echo(
         f"generator -> {generator}: reconstruction {result.metrics['reconstruction_psnr_db']:.2f} dB, "

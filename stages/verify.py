@@ -9,19 +9,21 @@ import typer
 
 from pipeline.errors import HydraMixError
 from pipeline.shards import read_manifest, verify_dataset
-from stages.app import stage
+from stages.app import existing_dir, stage
 
 
 @stage(
     "verify",
-    "Check a synthetic dataset against its manifest.",
     help="Check a synthetic dataset (shards, sha256, sample counts, images, labels, dataset card) against its "
     "manifest, and the manifest against itself. See docs/shards.md for what this proves and what it cannot.",
 )
 def verify_command(
-    directory: Annotated[Path, typer.Argument(help="Dataset directory written by `hydramix synthesize`.")],
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Dataset directory written by `hydramix synthesize`.")
+    ],
 ) -> None:
     """Print an OK summary, or every problem found and exit 1; a manifest that cannot be read is a one-line error."""
+    existing_dir(directory, "verify", "a dataset directory written by `hydramix synthesize`")
     manifest = read_manifest(directory)  # absent, unreadable or malformed: nothing else can be checked
     report = verify_dataset(directory, progress=True)
     for note in report.notes:

@@ -271,7 +271,16 @@ def test_evaluate_refuses_another_subset(app, tmp_path, params, tiny_subset, mak
     _fails(invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", other_res, *outs), "resolution")
     _fails(
         invoke(app, "evaluate", "--checkpoint", tmp_path / "none.pt", "--subset", tiny_subset, *outs),
-        "no such checkpoint",
+        "--checkpoint",
+        "none.pt: no such file",
+    )
+    _fails(
+        invoke(app, "evaluate", "--checkpoint", tmp_path, "--subset", tiny_subset, *outs),
+        "is a directory, not a file",
+    )
+    _fails(
+        invoke(app, "evaluate", "--checkpoint", ckpt, "--subset", tiny_subset, "--threads", "x", *outs),
+        "--threads must be auto or an integer >= 1",
     )
     assert not (tmp_path / "m.json").exists()
 

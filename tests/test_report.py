@@ -18,6 +18,7 @@ from pipeline.report import (
     markdown_table,
     mean_std,
     plot_results,
+    results_csv,
     t_interval,
 )
 from stages.cli import app
@@ -323,3 +324,22 @@ def test_bad_metrics_file(tmp_path):
     bad.write_text(json.dumps({**json.loads(bad.read_text()), "augment": 3}))
     with pytest.raises(HydraMixError, match="'augment' must be a string or null, got 3"):
         load_metrics([bad])
+
+
+def test_results_csv_is_one_row_per_run_for_dvc_plots(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    write_runs(metrics, "baseline", [0.2, 0.22])
+    write_runs(metrics, "hydramix", [0.3, 0.31])
+    out = tmp_path / "reports"
+    args = ["report", "--metrics", str(metrics), "--out-table", str(out / "t.md"), "--out-plot", str(out / "p.png")]
+    result = runner.invoke(app, [*args, "--out-csv", str(out / "r.csv")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith(f"wrote {out / 't.md'}, {out / 'p.png'} and {out / 'r.csv'}\n")
+    lines = (out / "r.csv").read_text().splitlines()
+    assert lines[0] == "label,dataset,k,run,n,top1,top1_std,macro"
+    assert [line.split(",")[0] for line in lines[1:]] == ["baseline", "hydramix"]
+    assert lines[2].split(",")[4:6] == ["2", "30.50"]
+    # Several panels: the label says which, so a bar chart never merges two datasets or k.
+    write_runs(metrics, "baseline", [0.4, 0.41], k=50)
+    assert "k=50: baseline" in results_csv(report_of(sorted(metrics.glob("*.json"))))

@@ -79,7 +79,7 @@ def test_require_weights_fails_and_writes_nothing(tmp_path, tiny_subset):
         (["--model", "ViT-Q-99"], {}, "unknown open_clip model 'ViT-Q-99'"),
         ([], {"vocabulary": "/no/such/synsets.txt"}, "synset file /no/such/synsets.txt not found"),
         ([], {"top_k": 0}, "top_k must be >= 1"),
-        (["--synthetic", "x=/no/such/dir"], {}, "not a synthetic dataset"),
+        (["--synthetic", "x=/no/such/dir"], {}, "--synthetic /no/such/dir: no such directory"),
     ],
 )
 def test_bad_input_gives_clear_errors(tmp_path, tiny_subset, extra, overrides, message):

@@ -40,7 +40,7 @@ def test_subset_command_writes_k_per_class_and_full_test(prepared, tmp_path):
     assert subset.train.counts() == {"a": 3, "b": 3, "c": 3}
     assert len(subset.test) == 6
     m = subset.manifest
-    assert (m["k"], m["seed"], m["dataset"]) == (3, 1, "folder")
+    assert (m["k"], m["seed"], m["dataset"]) == (3, 1, "ds")
     assert m["source"] == json.loads((prepared / "manifest.json").read_text())["source"]
     assert m["indices"] == subset.train.indices.tolist() and len(m["indices"]) == 9
     assert m["resolution"] == 8 and m["class_names"] == ["a", "b", "c"]
@@ -119,7 +119,7 @@ def test_subset_missing_prepared_dir(tmp_path):
             str(params),
         ],
     )
-    assert result.exit_code == 1 and "not a prepared dataset directory" in result.output
+    assert result.exit_code == 1 and "nope: no such directory (expected a prepared dataset" in result.output
 
 
 def test_subset_help():

@@ -112,7 +112,8 @@ def digests(directory: Path) -> dict[str, str]:
 
 def test_synthesize_is_deterministic_verifiable_and_self_describing(setup):
     out_a, out_b = setup["tmp"] / "a", setup["tmp"] / "b"
-    result = synth(setup, out_a, "--metrics", str(setup["tmp"] / "m.json"))
+    timings = setup["tmp"] / "t.json"
+    result = synth(setup, out_a, "--metrics", str(setup["tmp"] / "m.json"), "--timings", str(timings))
     assert result.exit_code == 0, result.output
     assert synth(setup, out_b).exit_code == 0
     assert digests(out_a) == digests(out_b) and len(digests(out_a)) == 3  # 24 samples in shards of 10
@@ -128,8 +129,12 @@ def test_synthesize_is_deterministic_verifiable_and_self_describing(setup):
     assert {s["name"]: s["sha256"] for s in manifest["shards"]} == digests(out_a)
     card = (out_a / "README.md").read_text()
     assert "wds.WebDataset" in card and "## Licence" in card and "24 synthetic 16x16" in card
+    # The metrics say what the dataset is; how long it took is apart, so a forced re-run changes no metric.
     figures = json.loads((setup["tmp"] / "m.json").read_text())
-    assert figures["images_rendered"] == 24 and figures["images_per_s"] > 0
+    assert figures == {"images": 24, "shards": 3, "classes": 4, "diagnostics": manifest["diagnostics"]}
+    run = json.loads(timings.read_text())
+    assert run["images_rendered"] == 24 and run["images_per_s"] > 0 and "seconds" in run
+    assert "threads" not in manifest["synthesis"]  # how many threads ran it is not part of the dataset
     assert not (out_a / shards.PLAN).exists()
 
 
@@ -253,6 +258,8 @@ def test_pixel_mode_needs_no_generator(setup):
         (["--n-sources", "two"], "--n-sources must be"),
         (["--mode", "magic"], "--mode must be"),
         (["--device", "tpu"], "unknown device"),
+        (["--shard-size", "0"], "shard_size must be >= 1"),
+        (["--threads", "none"], "--threads must be auto or an integer"),
     ],
 )
 def test_bad_flags(setup, extra, message):
@@ -263,13 +270,20 @@ def test_bad_flags(setup, extra, message):
 
 def test_bad_generator_files(setup, make_subset):
     out = setup["tmp"] / "ds"
+    real = setup["generator"]
 
     def with_generator(path: Path):
         setup["generator"] = path
         return synth(setup, out)
 
     result = with_generator(setup["tmp"] / "missing.pt")
-    assert result.exit_code == 1 and "not found" in result.stderr
+    assert result.exit_code == 1 and "missing.pt: no such file" in result.stderr
+    # The generator's directory (a dvc.yaml output) is not the generator file, and the message says so.
+    folder = setup["tmp"] / "gdir"
+    folder.mkdir()
+    (folder / "generator.pt").write_bytes(real.read_bytes())
+    message = with_generator(folder).stderr
+    assert "is a directory, not a file" in message and f"did you mean {folder / 'generator.pt'}?" in message
     foreign = setup["tmp"] / "foreign.pt"
     foreign.write_bytes(b"not a checkpoint")
     assert "not a readable generator file" in with_generator(foreign).stderr
@@ -282,6 +296,16 @@ def test_bad_generator_files(setup, make_subset):
     other_subset = make_generator(setup["tmp"] / "s.pt", setup["subset"], sha="0" * 64)
     assert "trained on another subset" in with_generator(other_subset).stderr
     assert not out.exists()
+
+
+def test_shard_size_flag_and_the_few_shards_warning(setup):
+    """Fewer shards than 4 warns (a DataLoader with more workers than shards gets "No samples found")."""
+    few = synth(setup, setup["tmp"] / "few")  # 24 samples in shards of 10: 3 shards
+    assert few.exit_code == 0 and "warning: " in few.stderr and "has 3 shard(s)" in few.stderr
+    assert "--shard-size" in few.stderr
+    enough = synth(setup, setup["tmp"] / "enough", "--shard-size", "6")
+    assert enough.exit_code == 0, enough.output
+    assert len(shards.read_manifest(setup["tmp"] / "enough")["shards"]) == 4 and "warning" not in enough.stderr
 
 
 def test_generator_mode_without_generator(setup):
@@ -318,7 +342,7 @@ def test_split_across_processes_is_byte_identical(setup, mode):
 def test_missing_subset_and_missing_params_section(setup):
     setup["subset"] = setup["tmp"] / "nope"
     result = synth(setup, setup["tmp"] / "ds")
-    assert result.exit_code == 1 and "not a subset directory" in result.stderr
+    assert result.exit_code == 1 and "--subset" in result.stderr and "nope: no such directory" in result.stderr
     setup["params"].write_text(yaml.safe_dump({"generator": {"masks": MASKS}}))
     result = synth(setup, setup["tmp"] / "ds")
     assert result.exit_code == 1 and "has no 'synthesize' section" in result.stderr

@@ -150,6 +150,7 @@ def test_generator_file_round_trip(tmp_path: Path) -> None:
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
     for bad, match in [
         ("missing.pt", "not found"),
+        (".", "is a directory"),
         ("foreign.pt", "not a hydramix"),
         ("corrupt.pt", "readable"),
     ]:
@@ -172,7 +173,7 @@ def _stage_args(subset: Path, out: Path, params: Path) -> list[str]:
         "train-generator", "--subset", str(subset), "--params", str(params), "--no-progress",
         "--generator", str(out / "g.pt"), "--metrics", str(out / "metrics.json"),
         "--loss-curve", str(out / "loss.csv"), "--grid", str(out / "grid.png"),
-        "--checkpoint", str(out / "state.pt"), "--threads", "1",
+        "--checkpoint", str(out / "state.pt"), "--threads", "1", "--timings", str(out / "timings.json"),
     ]  # fmt: skip
 
 
@@ -189,11 +190,65 @@ def test_stage_end_to_end(tiny_subset: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 2 and "mask_fidelity" in metrics
-    assert (out / "loss.csv").read_text().splitlines()[0].startswith("step,")
+    # Results and timings apart: nothing that depends on the hardware or the load is a metric.
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == set(tg.RUN_KEYS) and not set(metrics) & set(tg.RUN_KEYS)
+    assert timings["throughput"]["source_images_per_s"] > 0
+    # dvc plots draws every column the loss curve has (the template folds them; dvc.yaml uses it).
+    header = (out / "loss.csv").read_text().splitlines()[0].split(",")
+    template = json.loads((Path(__file__).resolve().parents[1] / ".dvc/plots/loss_curves.json").read_text())
+    assert header[0] == "step" and header[1:] == template["transform"][0]["fold"]
     assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "state.pt").exists()
     g, meta = load_generator(out / "g.pt")
     assert meta["step"] == 2 and meta["config"]["seed"] == 1 and len(meta["subset_sha256"]) == 64
+
+
+def test_stage_without_a_terminal_prints_progress_lines_and_says_when_it_resumes(
+    tiny_subset: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Under dvc repro (stderr not a terminal) the stage prints plain progress lines, and a restarted run says
+    from which step it resumes; --quiet and TQDM_DISABLE silence both."""
+    out = tmp_path / "out"
+    args = _stage_args(tiny_subset, out, _params(tmp_path, iterations=40, checkpoint_every=20))
+    args.remove("--no-progress")
+    real_step, calls = tg.train_step, {"n": 0, "kill_at": 25}
+
+    def killed(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == calls["kill_at"]:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(tg, "train_step", killed)
+    first = CliRunner().invoke(app, args)  # killed in step 25: the checkpoint holds step 20
+    assert first.exit_code == 130 and (out / "state.pt").exists()
+    lines = [line for line in first.output.splitlines() if line.startswith("train-generator: ")]
+    assert lines[0].startswith("train-generator: 2/40 step (5%)") and "ETA" in lines[0]
+    assert len(lines) == 12  # every 2 steps (5% of 40) up to step 24, then the kill
+
+    calls.update(n=0, kill_at=3)  # a quiet run resumes, is killed in step 23, and prints nothing of it
+    quiet = CliRunner().invoke(app, ["--quiet", *args])
+    assert quiet.exit_code == 130 and "train-generator" not in quiet.output
+
+    monkeypatch.setattr(tg, "train_step", real_step)
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert "train-generator: resuming from step 20 of 40" in resumed.output
+    assert "train-generator: 40/40 step (100%)" in resumed.output
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "train-generator:" not in again.output
+
+
+def test_stage_path_errors_say_what_is_wrong(tiny_subset: Path, tmp_path: Path) -> None:
+    params = _params(tmp_path)
+    missing = CliRunner().invoke(app, _stage_args(tmp_path / "nope", tmp_path / "o", params))
+    assert missing.exit_code == 1 and "--subset" in missing.output and "no such directory" in missing.output
+    for bad in (["--threads", "0"], ["--threads", "many"]):
+        result = CliRunner().invoke(app, _stage_args(tiny_subset, tmp_path / "o", params) + bad)
+        assert result.exit_code == 1 and "--threads must be auto or an integer >= 1" in result.output
 
 
 @pytest.mark.parametrize(

@@ -145,3 +145,21 @@ def test_verify_ok_says_the_card_was_checked(tmp_path):
     make_dataset(tmp_path / "ds")
     result = runner.invoke(app, ["verify", str(tmp_path / "ds")])
     assert "every shard sha256, image and the dataset card checked" in result.stdout and "note" not in result.stderr
+
+
+def test_verify_a_missing_path_says_it_does_not_exist(tmp_path):
+    result = runner.invoke(app, ["verify", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == (
+        f"error: verify {tmp_path / 'nowhere'}: no such directory "
+        "(expected a dataset directory written by `hydramix synthesize`)\n"
+    )
+    (tmp_path / "file").write_text("x")
+    assert "is a file, not a directory" in runner.invoke(app, ["verify", str(tmp_path / "file")]).stderr
+
+
+def test_verify_progress_counts_images_so_the_eta_moves_within_a_shard(tmp_path, capsys):
+    make_dataset(tmp_path / "ds")
+    assert shards.verify(tmp_path / "ds", progress=True) == []
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("verify: 1/9 img") and lines[-1].startswith("verify: 9/9 img (100%)")

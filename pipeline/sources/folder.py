@@ -1,7 +1,10 @@
 """Any ImageFolder tree or .tar / .tar.gz archive holding ``train/<class>/*`` and ``test/<class>/*``.
 
-Layout: ``train/`` and ``test/`` at the top, or inside one top-level folder (``mydata/train/...``). Classes
-are the sub-folders of ``train/`` in sorted order (label = position); ``test/`` must have the same classes.
+Layout: ``train/`` and ``test/`` at the top, or inside one top-level folder (``mydata/train/...``). The test split
+may also be called ``val/``, ``valid/`` or ``validation/`` (the first of ``TEST_SPLITS`` present is used; the
+files of the others count as skipped). Classes are the sub-folders of ``train/`` in sorted order (label =
+position); the test split must have the same classes. The dataset is named after the folder or archive
+(``dataset_name``: ``cifar10-jpeg.tar.gz`` -> ``cifar10-jpeg``).
 Files deeper inside a class folder belong to that class. Archives are streamed, never extracted.
 Skipped (and counted): files that are not images, files outside any class folder, hidden files and folders
 (``.DS_Store``, ``._*``, ``__MACOSX``). An image file that cannot be decoded is an error naming it.
@@ -19,15 +22,17 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.download import file_digest, iter_tar
 from pipeline.errors import HydraMixError
 from pipeline.images import load_image
 from pipeline.imageset import ImageSet
+from pipeline.progress import tqdm
 from pipeline.sources.source_data import SourceData, SourceFile, SourceOptions
 
-SPLITS = ("train", "test")
+TEST_SPLITS = ("test", "val", "valid", "validation")  # names of the test split, in order of preference
+SPLITS = ("train", *TEST_SPLITS)
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
 # fork: workers start instantly and inherit the loaded modules (spawn would re-import the whole CLI, torch
 # included, in every worker); they only run Pillow/numpy code, as PyTorch's DataLoader workers do.
 _FORK = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
@@ -66,10 +71,12 @@ class _Collector:
     inputs are decoded in worker processes (started at the first full batch); small ones stay in-process.
     """
 
-    def __init__(self, source: str, resolution: int, bar: tqdm) -> None:
+    def __init__(self, source: str, resolution: int, bar: tqdm, workers: int | None = None) -> None:
         self.source = source
         self.resolution = resolution
         self.bar = bar
+        self.workers = workers or _DECODE_WORKERS
+        self.folders: set[str] = set()  # the top two levels of folders seen, for an error naming what was found
         self.pool: ProcessPoolExecutor | None = None
         self.prefixes: set[str] = set()
         self.classes: dict[str, set[str]] = {s: set() for s in SPLITS}
@@ -83,6 +90,7 @@ class _Collector:
         parts = rel.split("/")
         if any(_hidden(p) for p in parts):
             return None
+        self.folders.update("/".join(parts[: i + 1]) + "/" for i in range(min(2, len(parts) - 1)))
         for depth in (0, 1):
             if len(parts) > depth and parts[depth] in SPLITS:
                 self.prefixes.add("/".join(parts[:depth]))
@@ -90,8 +98,8 @@ class _Collector:
         return None
 
     def add_dir(self, rel: str) -> None:
-        located = self._locate(rel)
-        if located and len(located[1]) == 1:
+        located = self._locate(rel + "/")  # a folder: all its parts are folder names
+        if located and len(located[1]) == 2:  # <split>/<class>/ (the trailing "" of the slash)
             self.classes[located[0]].add(located[1][0])
 
     def add_file(self, rel: str, payload: bytes | Path) -> None:
@@ -119,7 +127,7 @@ class _Collector:
             self.bar.update(len(batch))
             return
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(_DECODE_WORKERS, mp_context=_FORK)
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=_FORK)
         future = self.pool.submit(_decode_batch, batch, self.resolution)
         size = len(batch)
         future.add_done_callback(lambda _: self.bar.update(size))
@@ -135,13 +143,26 @@ class _Collector:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def load_folder_path(path: Path, resolution: int, progress: bool = True) -> SourceData:
-    """Read the tree or archive at ``path`` into train/test ImageSets at ``resolution`` x ``resolution``."""
+def dataset_name(path: Path) -> str:
+    """The name a folder dataset goes by in manifests and reports: the folder's or archive's name without its
+    archive suffix (``data/cifar10-jpeg.tar.gz`` -> ``cifar10-jpeg``; ``photos/`` -> ``photos``)."""
+    name = path.name if path.name not in ("", ".", "..") else path.resolve().name
+    for suffix in _ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name or "folder"
+
+
+def load_folder_path(path: Path, resolution: int, progress: bool = True, workers: int | None = None) -> SourceData:
+    """Read the tree or archive at ``path`` into train/test ImageSets at ``resolution`` x ``resolution``.
+
+    workers: decoding processes for a large input (None: up to 4, one per CPU).
+    """
     if not path.exists():
         raise HydraMixError(f"dataset path {path} does not exist")
     is_dir = path.is_dir()
     with tqdm(desc=f"decoding {path.name}", unit="img", disable=not progress) as bar:
-        collector = _Collector(str(path), resolution, bar)
+        collector = _Collector(str(path), resolution, bar, workers)
         try:
             if is_dir:
                 for rel, member_is_dir, file in _iter_tree(path):
@@ -161,12 +182,15 @@ def load_folder_path(path: Path, resolution: int, progress: bool = True) -> Sour
         raise HydraMixError(
             f"{path}: train/ and test/ found under several roots ({', '.join(sorted(collector.prefixes))})"
         )
-    class_names = _check_classes(path, collector.classes)
+    test_split = _test_split(path, collector)
+    class_names = _check_classes(path, collector.classes, test_split)
     label_of = {name: i for i, name in enumerate(class_names)}
 
-    splits: dict[str, list[tuple[int, str, np.ndarray]]] = {s: [] for s in SPLITS}
+    splits: dict[str, list[tuple[int, str, np.ndarray]]] = {"train": [], test_split: []}
     skipped = collector.skipped
-    for (split, cls, inner), (image, _) in zip(collector.slots, results, strict=True):
+    used = [(slot, result) for slot, result in zip(collector.slots, results, strict=True) if slot[0] in splits]
+    skipped += len(collector.slots) - len(used)  # the files of another test-like split
+    for (split, cls, inner), (image, _) in used:
         if image is None:
             skipped += 1
         else:
@@ -183,29 +207,53 @@ def load_folder_path(path: Path, resolution: int, progress: bool = True) -> Sour
 
     if is_dir:  # a digest of the whole tree: every used file's path and content
         tree = hashlib.sha256()
-        for (split, cls, inner), (_, digest) in sorted(zip(collector.slots, results, strict=True)):
+        for (split, cls, inner), (_, digest) in sorted(used):
             tree.update(f"{split}/{cls}/{inner}\0{digest}\n".encode())
         sha256 = tree.hexdigest()
     else:
         sha256 = file_digest(path, "sha256")
     files = (SourceFile(str(path), sha256),)
-    return SourceData("folder", sets["train"], sets["test"], files, skipped=skipped)
+    name = dataset_name(path)
+    return SourceData(name, sets["train"], sets[test_split], files, skipped=skipped, test_split=test_split)
 
 
-def _check_classes(path: Path, classes: dict[str, set[str]]) -> tuple[str, ...]:
-    """Sorted class names, after checking both splits exist with the same non-empty class list."""
-    for split in SPLITS:
+def _found(collector: _Collector) -> str:
+    """The folders seen at the top two levels, for an error message."""
+    folders = sorted(collector.folders)
+    if not folders:
+        return "no folders"
+    return ", ".join(folders[:12]) + (f" and {len(folders) - 12} more" if len(folders) > 12 else "")
+
+
+def _test_split(path: Path, collector: _Collector) -> str:
+    """The first of TEST_SPLITS with class folders; HydraMixError naming what was found if train/ or all of
+    them are missing."""
+    expected = "train/<class>/<image> and test/ (or val/, valid/, validation/) beside it, in the top folder or one "
+    if not collector.classes["train"]:
+        raise HydraMixError(f"{path}: no classes in train/ (expected {expected}level below; found {_found(collector)})")
+    for split in TEST_SPLITS:
+        if collector.classes[split]:
+            return split
+    raise HydraMixError(
+        f"{path}: no test split: no classes in test/, val/, valid/ or validation/ (expected {expected}level "
+        f"below; found {_found(collector)})"
+    )
+
+
+def _check_classes(path: Path, classes: dict[str, set[str]], test_split: str = "test") -> tuple[str, ...]:
+    """Sorted class names, after checking train/ and the test split have the same non-empty class list."""
+    for split in ("train", test_split):
         if not classes[split]:
             raise HydraMixError(
                 f"{path}: no classes in {split}/ (expected {split}/<class>/<image>, in the top folder or one "
                 "level below)"
             )
-    if classes["train"] != classes["test"]:
-        only_train = sorted(classes["train"] - classes["test"])
-        only_test = sorted(classes["test"] - classes["train"])
+    if classes["train"] != classes[test_split]:
+        only_train = sorted(classes["train"] - classes[test_split])
+        only_test = sorted(classes[test_split] - classes["train"])
         raise HydraMixError(
-            f"{path}: train/ and test/ have different classes (only in train: {only_train or 'none'}; "
-            f"only in test: {only_test or 'none'})"
+            f"{path}: train/ and {test_split}/ have different classes (only in train: {only_train or 'none'}; "
+            f"only in {test_split}: {only_test or 'none'})"
         )
     return tuple(sorted(classes["train"]))
 
@@ -214,4 +262,4 @@ def load_folder(options: SourceOptions) -> SourceData:
     """The ``folder`` source: ``options.folder_path`` at ``options.resolution``."""
     if options.folder_path is None:
         raise HydraMixError("dataset 'folder' needs a path (prepare.folder_path in params.yaml or --path)")
-    return load_folder_path(Path(options.folder_path), options.resolution, options.progress)
+    return load_folder_path(Path(options.folder_path), options.resolution, options.progress, options.workers)

@@ -31,7 +31,8 @@ class SourceData:
 
     train/test: uint8 RGB at the dataset's resolution, int64 labels, int64 original indices (the stable
     position of each image in its source split, see docs/data.md). ``skipped`` counts non-image files passed
-    over (always 0 for the official archives).
+    over (always 0 for the official archives). ``dataset`` is the name manifests and reports use (a folder
+    dataset's is the folder's or archive's name); ``test_split`` the folder the test images came from.
     """
 
     dataset: str
@@ -39,15 +40,18 @@ class SourceData:
     test: ImageSet
     files: tuple[SourceFile, ...]
     skipped: int = 0
+    test_split: str = "test"
 
 
 @dataclass(frozen=True)
 class SourceOptions:
     """What a source may need: where official archives are downloaded to, the user's folder/archive (only the
     ``folder`` source reads it) and the output resolution for ``folder`` (official sources keep their native
-    32 or 96 px). ``progress`` shows tqdm bars on stderr."""
+    32 or 96 px). ``progress`` shows progress on stderr (``pipeline.progress``); ``workers`` is the number of
+    image-decoding processes (None: up to 4, one per CPU)."""
 
     download_dir: Path
     folder_path: Path | None = None
     resolution: int = 32
     progress: bool = True
+    workers: int | None = None
