@@ -16,9 +16,9 @@ import torch
 import typer
 
 from pipeline import distributed
-from pipeline.atomic import write_json
+from pipeline.atomic import check_writable, write_json
 from pipeline.config import replace
-from pipeline.errors import HydraMixError
+from pipeline.errors import HydraMixError, WriteError
 from pipeline.masks import MASK_KINDS
 from pipeline.subsets import read_subset
 from pipeline.train_generator import (
@@ -132,6 +132,7 @@ def train_generator_command(
         config = replace(config, iterations=iterations, device=device, precision=precision, seed=seed, masks=masks)
     except ValueError as exc:
         raise HydraMixError(f"bad option: {exc}") from None
+    check_writable(files=(generator, metrics, loss_curve, grid, checkpoint))  # before any training
     data = read_subset(subset)
     subset_sha256 = hashlib.sha256((subset / "manifest.json").read_bytes()).hexdigest()
     with distributed.session():  # a no-op without torchrun
@@ -140,12 +141,18 @@ def train_generator_command(
         )
         if not distributed.is_main():
             return  # rank 0 writes the outputs; the session's barrier holds the others until it has
-        save_generator(
-            generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"]
-        )
-        write_loss_curve(loss_curve, result.history)
-        write_png(grid, result.grid)
-        write_json(metrics, result.metrics)
+        try:
+            save_generator(
+                generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"]
+            )
+            write_loss_curve(loss_curve, result.history)
+            write_png(grid, result.grid)
+            write_json(metrics, result.metrics)
+        except WriteError as exc:
+            raise WriteError(
+                f"{exc}; the training checkpoint at {checkpoint} (all {config.iterations} steps) is kept: free "
+                "space and rerun the same command to write the outputs without training again"
+            ) from None
         checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
     fid = result.metrics["mask_fidelity"]
     typer.echo(
