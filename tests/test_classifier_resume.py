@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import make_imageset
 
-from pipeline.train_classifier import ClassifierConfig, train_classifier
+from pipeline.errors import HydraMixError
+from pipeline.train_classifier import BatchSource, ClassifierConfig, train_classifier
 
 BASE = ClassifierConfig(
     arch="wrn-10-1", iterations=20, batch_size=8, warmup_iterations=2, device="cpu", precision="fp32"
@@ -53,3 +54,108 @@ def test_uninterrupted_run_reproduces_the_pinned_weights(method, augment, config
     syn = synthetic if method == "hydramix" else None
     result = train_classifier(method, real, config, synthetic=syn, augment=augment, progress=False)
     assert state_sha256(result.model) == sha256
+
+
+class Killed(Exception):
+    """Stands in for a kill: raised inside a training step, after some checkpoints were written."""
+
+
+def kill_in_step(monkeypatch, step: int) -> None:
+    """Make the ``step``-th batch (1-based) of every BatchSource raise Killed."""
+    real_next, calls = BatchSource.next_batch, {"n": 0}
+
+    def next_batch(self):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise Killed
+        return real_next(self)
+
+    monkeypatch.setattr(BatchSource, "next_batch", next_batch)
+
+
+@pytest.mark.parametrize(("method", "augment", "config", "sha256"), PINNED, ids=[p[0] for p in PINNED])
+def test_checkpoints_change_nothing_and_a_killed_run_resumes_bit_identical(
+    method, augment, config, sha256, real, synthetic, tmp_path, monkeypatch
+):
+    syn = synthetic if method == "hydramix" else None
+    ckpt = tmp_path / "state.ckpt"
+
+    def train():
+        return train_classifier(
+            method,
+            real,
+            config,
+            synthetic=syn,
+            augment=augment,
+            progress=False,
+            checkpoint_path=ckpt,
+            checkpoint_every=3,
+        )
+
+    with monkeypatch.context() as patch:
+        kill_in_step(patch, 8)  # killed in step 8: the last checkpoint is the one after step 6
+        with pytest.raises(Killed):
+            train()
+    assert torch.load(ckpt, weights_only=True)["step"] == 6
+    resumed = train()
+    assert resumed.stats["resumed_from_step"] == 6
+    assert state_sha256(resumed.model) == sha256
+    # A checkpoint is also written after the last step: resuming it trains nothing and gives the same model.
+    assert torch.load(ckpt, weights_only=True)["step"] == config.iterations
+    again = train()
+    assert again.stats["resumed_from_step"] == config.iterations
+    assert state_sha256(again.model) == sha256
+    assert again.stats["final_loss"] == resumed.stats["final_loss"]
+
+
+def test_kills_at_every_step_resume_bit_identical(real, synthetic, tmp_path, monkeypatch):
+    config = dataclasses.replace(BASE, iterations=8)
+    expected = state_sha256(train_classifier("hydramix", real, config, synthetic=synthetic, progress=False).model)
+    for kill_at in range(1, 9):
+        ckpt = tmp_path / f"k{kill_at}.ckpt"
+        with monkeypatch.context() as patch:
+            kill_in_step(patch, kill_at)
+            with pytest.raises(Killed):
+                train_classifier(
+                    "hydramix",
+                    real,
+                    config,
+                    synthetic=synthetic,
+                    progress=False,
+                    checkpoint_path=ckpt,
+                    checkpoint_every=2,
+                )
+        resumed = train_classifier(
+            "hydramix", real, config, synthetic=synthetic, progress=False, checkpoint_path=ckpt, checkpoint_every=2
+        )
+        assert resumed.stats["resumed_from_step"] == (kill_at - 1) // 2 * 2
+        assert state_sha256(resumed.model) == expected, kill_at
+
+
+def test_a_checkpoint_of_another_run_is_refused_and_left_alone(real, synthetic, tmp_path):
+    ckpt = tmp_path / "state.ckpt"
+    config = dataclasses.replace(BASE, iterations=2)
+    train_classifier("baseline", real, config, progress=False, checkpoint_path=ckpt)
+    before = ckpt.read_bytes()
+    with pytest.raises(HydraMixError, match=r"another training run \(it differs in classifier.lr, classifier.seed\)"):
+        train_classifier(
+            "baseline", real, dataclasses.replace(config, seed=1, lr=0.1), progress=False, checkpoint_path=ckpt
+        )
+    with pytest.raises(HydraMixError, match="differs in augment, method"):
+        train_classifier("cutout", real, config, progress=False, checkpoint_path=ckpt)
+    with pytest.raises(HydraMixError, match="differs in train_sha256"):
+        train_classifier("baseline", synthetic, config, progress=False, checkpoint_path=ckpt)
+    assert ckpt.read_bytes() == before
+    resumed = train_classifier("baseline", real, config, progress=False, checkpoint_path=ckpt)
+    assert resumed.stats["resumed_from_step"] == 2
+
+
+def test_an_unreadable_checkpoint_is_an_error_and_left_alone(real, tmp_path):
+    ckpt = tmp_path / "state.ckpt"
+    ckpt.write_bytes(b"half a checkpoint")
+    with pytest.raises(HydraMixError, match="unreadable checkpoint was left untouched"):
+        train_classifier("baseline", real, BASE, progress=False, checkpoint_path=ckpt)
+    assert ckpt.read_bytes() == b"half a checkpoint"
+    torch.save({"format": "something else"}, ckpt)
+    with pytest.raises(HydraMixError, match="not a hydramix classifier training checkpoint"):
+        train_classifier("baseline", real, BASE, progress=False, checkpoint_path=ckpt)
