@@ -19,7 +19,7 @@ from pipeline.errors import WriteError
 
 def os_reason(exc: OSError) -> str:
     """The OS's reason for ``exc`` in one line, with the file it concerns: "No space left on device (x.tmp)"."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
     return f"{reason} ({exc.filename})" if exc.filename else reason
 
 
@@ -34,6 +34,9 @@ def check_writable(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
         if path.exists() and path.is_dir() != is_dir:
             kind = "a folder" if path.is_dir() else "a file"
             raise WriteError(f"cannot write {path}: it exists and is {kind} (checked before starting)")
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise WriteError(f"cannot write {path}: {blocker} is a file, not a folder (checked before starting)")
         probe = path.with_name(f".{path.name}.probe-{os.getpid()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +101,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise WriteError(f"cannot write {path}: {os_reason(exc)}") from None
     try:
         yield tmp
+    except WriteError as exc:  # name the output the user asked for, not its temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(str(exc).replace(str(tmp), str(path))) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from pipeline.atomic import check_writable
 from pipeline.config import replace
-from pipeline.errors import HydraMixError
+from pipeline.errors import HydraMixError, WriteError
 from pipeline.prepare import PrepareConfig, prepare
 from stages.app import ParamsOption, load_section, stage
 
@@ -54,7 +55,13 @@ def prepare_command(
         config = replace(config, dataset=dataset, folder_path=path, resolution=resolution)
     except ValueError as exc:  # the config's own range checks, for values given as flags
         raise HydraMixError(str(exc)) from None
-    manifest = prepare(config, download_dir, out)
+    check_writable(dirs=(out,))  # before reading or downloading anything
+    try:
+        manifest = prepare(config, download_dir, out)
+    except WriteError as exc:
+        raise WriteError(
+            f"{exc}; nothing was kept ({out} is as it was before): free space or fix the folder and rerun"
+        ) from None
     counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
     typer.echo(
         f"prepared {manifest['dataset']}: {counts['train']} train + {counts['test']} test images, "

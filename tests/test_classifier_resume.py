@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_imageset
+from test_classifier_stages import PARAMS, write_synthetic
+from typer.testing import CliRunner
 
 from pipeline.errors import HydraMixError
-from pipeline.train_classifier import BatchSource, ClassifierConfig, train_classifier
+from pipeline.train_classifier import BatchSource, ClassifierConfig, load_checkpoint, train_classifier
+from stages.cli import app
 
 BASE = ClassifierConfig(
     arch="wrn-10-1", iterations=20, batch_size=8, warmup_iterations=2, device="cpu", precision="fp32"
@@ -159,3 +164,53 @@ def test_an_unreadable_checkpoint_is_an_error_and_left_alone(real, tmp_path):
     torch.save({"format": "something else"}, ckpt)
     with pytest.raises(HydraMixError, match="not a hydramix classifier training checkpoint"):
         train_classifier("baseline", real, BASE, progress=False, checkpoint_path=ckpt)
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+def _stage(subset: Path, out: Path, params: Path, *extra: str):
+    """train-classifier hydramix+mixup on ``subset`` and the synthetic set beside it, writing ``out``."""
+    args = ["train-classifier", "--method", "hydramix", "--augment", "mixup", "--subset", subset, "--params", params]
+    args += ["--synthetic", subset.parent / "syn", "--out", out, "--out-metrics", out.with_suffix(".json"), *extra]
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def stage_inputs(tmp_path, tiny_subset):
+    write_synthetic(tmp_path / "syn", subset=tiny_subset)
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.replace("iterations: 2", "iterations: 7").replace("precision: auto", "precision: fp32"))
+    return tiny_subset, params
+
+
+def test_two_identical_runs_write_byte_identical_model_files(tmp_path, stage_inputs):
+    subset, params = stage_inputs
+    first, second = tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt"
+    for out in (first, second):
+        result = _stage(subset, out, params)
+        assert result.exit_code == 0, result.output
+        assert not out.with_name(out.name + ".ckpt").exists()  # deleted once the model is written
+    assert first.read_bytes() == second.read_bytes()
+    stats = json.loads(first.with_suffix(".json").read_text())
+    assert {"seconds", "cpu_seconds", "train_images_per_s", "resumed_from_step"} <= set(stats)
+    _, meta = load_checkpoint(first)
+    assert "seconds" not in meta["stats"] and meta["stats"]["method"] == "hydramix"
+
+
+def test_the_same_command_resumes_a_killed_run_and_another_config_refuses(tmp_path, stage_inputs, monkeypatch):
+    subset, params = stage_inputs
+    reference, out = tmp_path / "reference.pt", tmp_path / "model.pt"
+    assert _stage(subset, reference, params).exit_code == 0
+    with monkeypatch.context() as patch:
+        kill_in_step(patch, 6)
+        result = _stage(subset, out, params, "--checkpoint-every", "2")
+    assert isinstance(result.exception, Killed)
+    ckpt = out.with_name("model.pt.ckpt")
+    assert torch.load(ckpt, weights_only=True)["step"] == 4 and not out.exists()
+    result = _stage(subset, out, params, "--seed", "5")
+    assert result.exit_code == 1 and "belongs to another training run (it differs in classifier.seed)" in result.stderr
+    result = _stage(subset, out, params, "--checkpoint-every", "3")  # the interval is no part of the run
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.with_suffix(".json").read_text())["resumed_from_step"] == 4
+    assert out.read_bytes() == reference.read_bytes() and not ckpt.exists()
