@@ -644,14 +644,13 @@ def load_generator(path: str | Path) -> tuple[HydraMixGenerator, dict[str, Any]]
         generator = HydraMixGenerator(**meta["model"])
         generator.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise HydraMixError(f"{path}: generator weights do not match their stored shape ({exc})") from None
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise HydraMixError(f"{path}: generator weights do not match their stored shape ({first})") from None
     return generator.eval(), meta
 
 
 def write_loss_curve(path: str | Path, history: list[dict[str, float]]) -> None:
     """CSV with a header (step, losses...), one row per logged step, for ``dvc plots``; written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     fields = list(history[0]) if history else ["step"]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
