@@ -269,10 +269,10 @@ def main() -> int:
         start_up = start_up_seconds()
         print(f"interpreter start-up: {start_up:.1f} s (kills come after it)", flush=True)
         results = {}
-        for command in commands(work):  # in pipeline order: each reference run feeds the next command
-            if args.only and command.name not in args.only:
-                if command.name != "train-classifier":  # its inputs still have to exist
-                    run_to_end(command.argv(work / "reference" / command.name), work / f"{command.name}.log")
+        chosen = [c for c in commands(work) if not args.only or c.name in args.only]
+        for command in commands(work)[: commands(work).index(chosen[-1]) + 1]:  # pipeline order: each feeds the next
+            if command not in chosen:  # only its reference output is needed, by a later command
+                run_to_end(command.argv(work / "reference" / command.name), work / f"{command.name}.log")
                 continue
             results[command.name] = inject(command, work, args.runs, rng, start_up)
         print()
