@@ -15,9 +15,11 @@ import difflib
 import hashlib
 import json
 import os
+import pickle
 import queue
 import socket
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from pipeline.metric import ClassMetrics, SynsetAccumulator, synset_probabilitie
 from pipeline.progress import tqdm
 from pipeline.synsets import Vocabulary, prompts, templates_digest
 from pipeline.threads import Threads, check_threads
+from pipeline.torch_io import load_error
 
 _CACHE_FORMAT = "hydramix-clip-text/1"
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")
@@ -202,14 +205,19 @@ def load_clip(
     checkpoint, tag_cfg = resolve_checkpoint(model_name, pretrained, connect_timeout_s)
     torch_device = resolve_device(device)
     try:
-        model = open_clip.create_model(
-            model_name,
-            pretrained=checkpoint,
-            pretrained_text=False,  # never fetch a separate text tower: the checkpoint holds both
-            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol warnings: the error below says it all
+            model = open_clip.create_model(
+                model_name,
+                pretrained=checkpoint,
+                pretrained_text=False,  # never fetch a separate text tower: the checkpoint holds both
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            )
+    except pickle.UnpicklingError as exc:  # open_clip loads with weights_only=True; never pass torch's advice on
+        raise load_error(checkpoint, "CLIP checkpoint", exc) from None
     except Exception as exc:  # a file that exists but does not load is the user's to fix, not a skip
-        raise HydraMixError(f"cannot load {checkpoint} into open_clip model {model_name}: {exc}") from None
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise HydraMixError(f"cannot load {checkpoint} into open_clip model {model_name}: {first}") from None
     try:
         tokenizer = open_clip.get_tokenizer(model_name)
     except Exception as exc:

@@ -17,6 +17,7 @@ import inspect
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -200,6 +201,15 @@ def sum_over_ranks(value: int) -> int:
     total = torch.tensor([value], dtype=torch.int64)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return int(total.item())
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (picklable), in rank order, on every process; ``[obj]`` for one process."""
+    if not active():
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def average_buffers(module: nn.Module) -> None:

@@ -11,3 +11,8 @@ class DownloadError(HydraMixError):
 
 class ConfigError(HydraMixError):
     """A params section that does not match its typed config (unknown, missing or mistyped key)."""
+
+
+class WriteError(HydraMixError):
+    """An output could not be written (read-only folder, full disk, a file where a folder should be). The message
+    names the output; a stage adds what it kept, so that the user knows what a rerun will redo."""

@@ -8,6 +8,7 @@ no timestamps) and atomic (temporary name, then rename).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
@@ -22,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.errors import HydraMixError
+from pipeline.atomic import os_reason
+from pipeline.errors import HydraMixError, WriteError
 from pipeline.progress import tqdm
 
 _SCHEMA_KEY = b"hydramix.class_names"
@@ -142,12 +144,15 @@ def write_parquet(images: ImageSet, path: str | Path, progress: bool = False, wo
     )
     table = table.replace_schema_metadata({_SCHEMA_KEY: json.dumps(list(images.class_names)).encode()})
     tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, compression="zstd", row_group_size=4096)
         os.replace(tmp, path)
+    except OSError as exc:  # pyarrow's IO errors are OSErrors too
+        raise WriteError(f"cannot write {path}: {os_reason(exc)}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def read_parquet(path: str | Path, rows: Sequence[int] | np.ndarray | None = None) -> ImageSet:

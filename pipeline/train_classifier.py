@@ -5,6 +5,12 @@ a short linear warm-up, a fixed iteration budget, optional label smoothing, and 
 (no model selection on the test split). Data path: the images are put on the device once as uint8 tensors;
 each step draws indices (epoch-style shuffling per source), gathers, augments as batch ops and normalises on
 the device.
+
+Resumable: with a checkpoint path the training state (weights, optimiser, torch's random state, the step) is
+written there atomically every ``checkpoint_every`` steps and after the last one; a run given an existing
+checkpoint of the same run resumes from it and ends with exactly the weights of an uninterrupted run (on CPU
+for a fixed thread count). The numpy index streams are not saved: they are replayed to the step, which costs
+no device work.
 """
 
 from __future__ import annotations
@@ -22,16 +28,24 @@ import torch
 from torch import nn
 
 from pipeline import distributed
-from pipeline.atomic import write_file
 from pipeline.augment import SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter, resolve_augment, run_name
 from pipeline.classifiers import ARCHITECTURES, build_classifier
 from pipeline.config import to_dict
 from pipeline.devices import Precision, autocast, resolve_device, resolve_dtype
-from pipeline.errors import HydraMixError
+from pipeline.errors import HydraMixError, WriteError
 from pipeline.evaluate import predict
 from pipeline.imageset import ImageSet
 from pipeline.progress import tqdm
 from pipeline.threads import Threads, check_threads
+from pipeline.torch_io import load_torch, save_torch
+
+CHECKPOINT_FORMAT = "hydramix-classifier-v1"
+TRAIN_STATE_FORMAT = "hydramix-classifier-train-state/1"
+# Config keys that may change between a run and its resumption without changing what is computed.
+_RESUME_FREE_KEYS = ("device", "threads")
+# Run statistics that differ between two runs of the same training (wall time, and whether it was resumed): they
+# go to the metrics JSON, never into the model file, whose bytes then depend on the training alone.
+RUN_ONLY_STATS = ("seconds", "cpu_seconds", "train_images_per_s", "resumed_from_step")
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ class TrainResult:
     model: nn.Module
     mean: list[float]  # per-channel normalisation, [0, 1] pixel units
     std: list[float]
-    stats: dict[str, Any]  # seconds, images/s, final loss, validation accuracy if held out
+    stats: dict[str, Any]  # seconds, images/s, final loss, validation accuracy if held out, resumed_from_step
 
 
 def lr_at(step: int, config: ClassifierConfig) -> float:
@@ -183,6 +197,15 @@ class BatchSource:
             labels = torch.cat([labels, self.syn_labels[syn]])[order]
         return images, labels
 
+    def skip(self, steps: int) -> None:
+        """Advance the index streams past ``steps`` batches, drawing exactly what ``next_batch`` would draw (a
+        resumed run continues with the batches of an uninterrupted one), without gathering any images."""
+        for _ in range(steps):
+            next(self.real_order)
+            if self.n_synthetic:
+                next(self.syn_order)
+                self.row_order.permutation(self.n_real + self.n_synthetic)
+
 
 def channel_stats(images: ImageSet) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of ``images`` in [0, 1] units (std floored to avoid division by ~0)."""
@@ -197,6 +220,8 @@ def train_classifier(
     synthetic: ImageSet | None = None,
     progress: bool = True,
     augment: str | None = None,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 100,
 ) -> TrainResult:
     """Train ``config.arch`` from scratch with ``method`` on ``train`` (+ ``synthetic`` for the synthetic
     methods), augmenting every batch with ``augment``.
@@ -205,7 +230,15 @@ def train_classifier(
     ``synthetic``; ``augment`` None means ``baseline``), see ``pipeline.augment.resolve_augment``.
     train / synthetic: ImageSets with the same class names and resolution. Returns the last-iterate model in
     eval mode, its normalisation and run statistics (including validation top-1 when ``val_per_class`` > 0).
+
+    checkpoint_path: if given, the training state is written there every ``checkpoint_every`` steps and after
+    the last step, and an existing checkpoint of the same run (config, method, augmentation, images, number of
+    processes) is resumed from; one of another run, or an unreadable one, is an error and is left untouched. The
+    caller deletes it once it has written its outputs. A checkpoint that cannot be written stops training with a
+    WriteError that says which checkpoint is kept.
     """
+    if checkpoint_every < 1:
+        raise HydraMixError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     augment = resolve_augment(method, augment)
     if method in SYNTHETIC_METHODS and synthetic is None:
         raise HydraMixError(f"method '{method}' trains on real + synthetic images: pass a synthetic dataset")
@@ -243,11 +276,23 @@ def train_classifier(
     # GradScaler only matters for fp16 on CUDA; it is a pass-through otherwise.
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
+    run = {"step": 0, "losses": [], "seconds": 0.0, "cpu_seconds": 0.0}
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    identity = None
+    if checkpoint_path is not None:
+        identity = _run_identity(config, method, augment, train, synthetic)
+        if checkpoint_path.exists():
+            run = _load_train_state(checkpoint_path, identity, model, optimiser, scaler, device)
+            source.skip(run["step"])
+    resumed_from, saved_step = run["step"], run["step"] or None
+    losses = run["losses"]
+
     model.train()
-    losses = []
     start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(
-        range(config.iterations),
+        range(run["step"], config.iterations),
+        initial=run["step"],
+        total=config.iterations,
         desc=f"train {run_name(method, augment)}",
         disable=not progress or not distributed.is_main(),
         leave=False,
@@ -270,8 +315,28 @@ def train_classifier(
         if step % 10 == 0 or step == config.iterations - 1:
             losses.append(distributed.mean_over_ranks({"loss": loss})["loss"].item())
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    seconds = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu_start  # all threads; robust to other processes on a shared machine
+        done = step + 1
+        if checkpoint_path is not None and (done % checkpoint_every == 0 or done == config.iterations):
+            run.update(
+                step=done,
+                seconds=run["seconds"] + time.perf_counter() - start,
+                cpu_seconds=run["cpu_seconds"] + time.process_time() - cpu_start,
+            )
+            start, cpu_start = time.perf_counter(), time.process_time()
+            # Every process takes part (its BatchNorm statistics are its own); rank 0 writes.
+            rank_buffers = distributed.all_gather_object(_cpu_buffers(model))
+            if distributed.is_main():
+                try:
+                    _save_train_state(checkpoint_path, identity, model, rank_buffers, optimiser, scaler, device, run)
+                except WriteError as exc:
+                    kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was kept"
+                    raise WriteError(
+                        f"{exc}; training stopped at step {done} of {config.iterations} and {kept}; free space "
+                        "and rerun the same command to resume"
+                    ) from None
+            saved_step = done
+    seconds = run["seconds"] + time.perf_counter() - start
+    cpu_seconds = run["cpu_seconds"] + time.process_time() - cpu_start  # all threads; robust to other processes
     distributed.average_buffers(model)
     model.eval()
 
@@ -287,12 +352,83 @@ def train_classifier(
         "device": str(device),
         "precision": str(dtype).removeprefix("torch."),
         "world_size": distributed.world_size(),
+        "resumed_from_step": resumed_from,
     }
     if val is not None:
         predictions = predict(model, val, mean, std, config.eval_batch_size, dtype)
         stats["val_top1"] = float((predictions == val.labels).mean())
         stats["n_val"] = len(val)
     return TrainResult(model=model, mean=mean, std=std, stats=stats)
+
+
+def _run_identity(
+    config: ClassifierConfig, method: str, augment: str, train: ImageSet, synthetic: ImageSet | None
+) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: everything that decides the computation."""
+    return {
+        "config": {k: v for k, v in to_dict(config).items() if k not in _RESUME_FREE_KEYS},
+        "method": method,
+        "augment": augment,
+        "train_sha256": imageset_sha256(train),
+        "synthetic_sha256": imageset_sha256(synthetic) if synthetic is not None else None,
+        "world_size": distributed.world_size(),
+    }
+
+
+def _cpu_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.named_buffers()}
+
+
+def _save_train_state(path, identity, model, rank_buffers, optimiser, scaler, device, run) -> None:
+    save_torch(
+        path,
+        {
+            "format": TRAIN_STATE_FORMAT,
+            "identity": identity,
+            "model": {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()},
+            "rank_buffers": rank_buffers if len(rank_buffers) > 1 else None,
+            "optimiser": optimiser.state_dict(),
+            "scaler": scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            **run,
+        },
+    )
+
+
+def _load_train_state(path, identity, model, optimiser, scaler, device) -> dict[str, Any]:
+    """Restore weights, optimiser and random state from ``path``; return the loop state. HydraMixError if the
+    file is unreadable or belongs to another run (it is left untouched either way)."""
+    try:
+        ckpt = load_torch(path, "classifier training checkpoint")
+    except HydraMixError as exc:
+        raise HydraMixError(
+            f"{exc}; the unreadable checkpoint was left untouched: delete it to start training from scratch"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_STATE_FORMAT:
+        raise HydraMixError(f"{path} is not a hydramix classifier training checkpoint; it was left untouched")
+    theirs = ckpt.get("identity") or {}
+    if theirs != identity:
+        differ = sorted(k for k in identity if theirs.get(k) != identity[k])
+        if "config" in differ:
+            ours, old = identity["config"], theirs.get("config") or {}
+            differ = [k for k in differ if k != "config"] + [f"classifier.{k}" for k in ours if old.get(k) != ours[k]]
+        raise HydraMixError(
+            f"checkpoint {path} belongs to another training run (it differs in {', '.join(differ)}); delete it to "
+            "start over, or pass another --checkpoint"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimiser.load_state_dict(ckpt["optimiser"])
+    scaler.load_state_dict(ckpt["scaler"])
+    if ckpt["rank_buffers"] is not None:  # after DistributedDataParallel's start-up broadcast of rank 0's buffers
+        mine = ckpt["rank_buffers"][distributed.rank()]
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(mine[name])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt["cuda_rng"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+    return {k: ckpt[k] for k in ("step", "losses", "seconds", "cpu_seconds")}
 
 
 def save_checkpoint(
@@ -307,12 +443,11 @@ def save_checkpoint(
     """Write a self-describing checkpoint atomically (temporary sibling + rename).
 
     Holds the state_dict (CPU tensors), the builder arguments, class names, resolution, normalisation, the
-    sha256 of the real training subset, the method, the config, and the subset's dataset/k/seed from
-    ``manifest``.
+    sha256 of the real training subset, the method, the config, the subset's dataset/k/seed from ``manifest``
+    and the run statistics except ``RUN_ONLY_STATS`` (timings): two identical runs write identical bytes.
     """
-    path = Path(path)
     payload = {
-        "format": "hydramix-classifier-v1",
+        "format": CHECKPOINT_FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
         "arch": {"name": config.arch, "num_classes": len(train.class_names), "dropout": config.dropout},
         "class_names": list(train.class_names),
@@ -329,9 +464,9 @@ def save_checkpoint(
         "k": manifest.get("k"),
         "subset_seed": manifest.get("seed"),
         "synthetic": synthetic_manifest,
-        "stats": result.stats,
+        "stats": {k: v for k, v in result.stats.items() if k not in RUN_ONLY_STATS},
     }
-    write_file(path, lambda tmp: torch.save(payload, tmp))
+    save_torch(path, payload)
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -340,15 +475,16 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise HydraMixError(f"{path}: no such checkpoint; run `hydramix train-classifier`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise HydraMixError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != "hydramix-classifier-v1":
+    payload = load_torch(path, "checkpoint")
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise HydraMixError(f"{path}: not a hydramix classifier checkpoint")
-    arch = payload["arch"]
-    model = build_classifier(arch["name"], arch["num_classes"], arch["dropout"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        arch = payload["arch"]
+        model = build_classifier(arch["name"], arch["num_classes"], arch["dropout"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise HydraMixError(f"{path}: damaged classifier checkpoint ({type(exc).__name__}: {first})") from None
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, meta

@@ -30,7 +30,7 @@ from pipeline import distributed
 from pipeline.atomic import write_file
 from pipeline.config import to_dict
 from pipeline.devices import autocast, resolve_device, resolve_dtype
-from pipeline.errors import HydraMixError
+from pipeline.errors import HydraMixError, WriteError
 from pipeline.imageset import ImageSet
 from pipeline.losses import image_loss, lsgan_discriminator_loss, lsgan_generator_loss, pixel_composite
 from pipeline.masks import (
@@ -46,6 +46,7 @@ from pipeline.networks import HydraMixGenerator, PatchDiscriminator, count_param
 from pipeline.progress import note, tqdm
 from pipeline.quality import fidelity_report, psnr
 from pipeline.threads import Threads, check_threads
+from pipeline.torch_io import load_torch, save_torch
 
 GENERATOR_FORMAT = "hydramix-generator/1"
 TRAIN_STATE_FORMAT = "hydramix-generator-train-state/1"
@@ -320,10 +321,12 @@ def train_generator(
     """Train generator and discriminator on ``train`` (the subset's train split) for ``cfg.iterations`` steps.
 
     If ``checkpoint_path`` is given, the full training state is written there atomically every
-    ``cfg.checkpoint_every`` steps and, if a compatible checkpoint already exists, training resumes from it
-    (an unreadable or incompatible one is an error and is left untouched). The caller deletes the checkpoint
-    once it has written its outputs. ``subset_sha256`` identifies the subset (checked on resume, stored in the
-    generator file).
+    ``cfg.checkpoint_every`` steps and after the last step and, if a compatible checkpoint already exists,
+    training resumes from it (an unreadable or incompatible one is an error and is left untouched; one written
+    after the last step resumes straight to the evaluation). The caller deletes the checkpoint once it has
+    written its outputs. A checkpoint that cannot be written stops training with a WriteError that says which
+    checkpoint is kept. ``subset_sha256`` identifies the subset (checked on resume, stored in the generator
+    file).
     """
     wall_start = time.perf_counter()
     device = distributed.place(resolve_device(cfg.device))
@@ -354,6 +357,7 @@ def train_generator(
         state = _load_train_state(checkpoint_path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, device)
         if progress and distributed.is_main():
             note(f"train-generator: resuming from step {state['step']} of {cfg.iterations} ({checkpoint_path})")
+    resumed_from, saved_step = state["step"], state["step"] or None
 
     # Under torchrun: gradients averaged over the processes (identical initial weights come from cfg.seed
     # or the shared checkpoint); without it these are g's training forward and d themselves.
@@ -400,11 +404,19 @@ def train_generator(
             state["window"] = {}
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
         bar.update(1)
-        if checkpoint_path is not None and state["step"] % cfg.checkpoint_every == 0 and distributed.is_main():
-            if state["step"] < cfg.iterations:
-                _synchronize(device)
-                state["train_seconds"] = seconds_before + time.perf_counter() - loop_start
+        due = state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.iterations
+        if checkpoint_path is not None and due and distributed.is_main():
+            _synchronize(device)
+            state["train_seconds"] = seconds_before + time.perf_counter() - loop_start
+            try:
                 _save_train_state(checkpoint_path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, state)
+            except WriteError as exc:
+                kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was kept"
+                raise WriteError(
+                    f"{exc}; training stopped at step {state['step']} of {cfg.iterations} and {kept}; "
+                    "free space and rerun the same command to resume"
+                ) from None
+            saved_step = state["step"]
     _synchronize(device)
     state["train_seconds"] = seconds_before + time.perf_counter() - loop_start
     bar.close()
@@ -415,6 +427,7 @@ def train_generator(
     metrics.update(
         {
             "step": state["step"],
+            "resumed_from_step": resumed_from,
             "final_losses": state["history"][-1] if state["history"] else {},
             "throughput": {
                 "source_images_per_s": state["source_images"] / max(state["train_seconds"], 1e-9),
@@ -551,10 +564,6 @@ def replace_n(cfg: GeneratorConfig, n: int) -> GeneratorConfig:
 # Files: checkpoints (training state), the generator file, the loss curve, the PNG grid.
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    write_file(path, lambda tmp: torch.save(obj, tmp))
-
-
 def _cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
     # Contiguous CPU copies: the file does not depend on the device or memory format it was trained with.
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
@@ -565,7 +574,8 @@ def _resume_key(cfg: GeneratorConfig) -> dict[str, Any]:
 
 
 def _save_train_state(path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, state) -> None:
-    _atomic_torch_save(
+    save_torch(
+        path,
         {
             "format": TRAIN_STATE_FORMAT,
             "config": _resume_key(cfg),
@@ -578,18 +588,16 @@ def _save_train_state(path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, stat
             **state,
             "window": {k: float(v) for k, v in state["window"].items()},
         },
-        path,
     )
 
 
 def _load_train_state(path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, device) -> dict[str, Any]:
     """Restore models and optimisers from ``path``; return the loop state. HydraMixError if unusable."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # any unpickling/zip error means the same thing to the user
+        ckpt = load_torch(path, "generator training checkpoint", map_location=device)
+    except HydraMixError as exc:
         raise HydraMixError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}); it was left untouched — "
-            "delete it to start training from scratch"
+            f"{exc}; the unreadable checkpoint was left untouched: delete it to start training from scratch"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_STATE_FORMAT:
         raise HydraMixError(f"{path} is not a hydramix generator training checkpoint; it was left untouched")
@@ -613,7 +621,8 @@ def save_generator(
     step: int,
 ) -> None:
     """Write the self-describing generator file atomically: state_dict + everything synthesis needs."""
-    _atomic_torch_save(
+    save_torch(
+        path,
         {
             "format": GENERATOR_FORMAT,
             "state_dict": _cpu_state(generator),
@@ -625,7 +634,6 @@ def save_generator(
             "step": step,
             "config": to_dict(cfg),
         },
-        Path(path),
     )
 
 
@@ -638,10 +646,7 @@ def load_generator(path: str | Path) -> tuple[HydraMixGenerator, dict[str, Any]]
         raise HydraMixError(f"generator file {path} is a directory; pass the generator .pt file inside it")
     if not path.is_file():
         raise HydraMixError(f"generator file {path} not found; run `hydramix train-generator` first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise HydraMixError(f"{path}: not a readable generator file ({type(exc).__name__})") from None
+    ckpt = load_torch(path, "generator file")
     if not isinstance(ckpt, dict) or ckpt.get("format") != GENERATOR_FORMAT:
         raise HydraMixError(f"{path}: not a hydramix generator file (format {GENERATOR_FORMAT} expected)")
     meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "format")}
@@ -649,14 +654,13 @@ def load_generator(path: str | Path) -> tuple[HydraMixGenerator, dict[str, Any]]
         generator = HydraMixGenerator(**meta["model"])
         generator.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise HydraMixError(f"{path}: generator weights do not match their stored shape ({exc})") from None
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise HydraMixError(f"{path}: generator weights do not match their stored shape ({first})") from None
     return generator.eval(), meta
 
 
 def write_loss_curve(path: str | Path, history: list[dict[str, float]]) -> None:
     """CSV with a header (step, losses...), one row per logged step, for ``dvc plots``; written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     fields = list(history[0]) if history else ["step"]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")

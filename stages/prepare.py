@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from pipeline.atomic import check_writable
 from pipeline.config import replace
-from pipeline.errors import DownloadError, HydraMixError
+from pipeline.errors import DownloadError, HydraMixError, WriteError
 from pipeline.prepare import PrepareConfig, prepare
 from stages.app import ParamsOption, ThreadsOption, load_section, parse_threads, stage
 
@@ -69,10 +70,15 @@ def prepare_command(
         )
     except ValueError as exc:  # the config's own range checks, for values given as flags
         raise HydraMixError(str(exc)) from None
+    check_writable(dirs=(out,))  # before reading or downloading anything
     try:
         manifest = prepare(config, download_dir, out)
     except DownloadError as exc:
         raise DownloadError(f"{exc}; {OFFLINE_ALTERNATIVE}") from None
+    except WriteError as exc:
+        raise WriteError(
+            f"{exc}; nothing was kept ({out} is as it was before): free space or fix the folder and rerun"
+        ) from None
     counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
     test_split = f" (test split from {manifest['test_split']}/)" if "test_split" in manifest else ""
     typer.echo(

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
+from pipeline.atomic import check_writable
 from pipeline.config import replace
-from pipeline.errors import HydraMixError
+from pipeline.errors import HydraMixError, WriteError
 from pipeline.prepare import SubsetConfig, make_subset
 from stages.app import ParamsOption, existing_dir, load_section, stage
 
@@ -44,13 +45,19 @@ def subset_command(
     ] = None,
 ) -> None:
     """Write OUT/train.parquet (k per class), OUT/test.parquet, OUT/manifest.json (and OUT/val.parquet)."""
-    existing_dir(prepared, "--prepared", "a prepared dataset directory written by `hydramix prepare`")
     config = load_section(params, "subset", SubsetConfig)
     try:
         config = replace(config, k=k, seed=seed, val_per_class=val_per_class)
     except ValueError as exc:
         raise HydraMixError(str(exc)) from None
-    manifest = make_subset(prepared, out, config)
+    check_writable(dirs=(out,))  # before reading anything
+    existing_dir(prepared, "--prepared", "a prepared dataset directory written by `hydramix prepare`")
+    try:
+        manifest = make_subset(prepared, out, config)
+    except WriteError as exc:
+        raise WriteError(
+            f"{exc}; nothing was kept ({out} is as it was before): free space or fix the folder and rerun"
+        ) from None
     n_train = sum(manifest["counts"]["train"].values())
     n_test = sum(manifest["counts"]["test"].values())
     n_val = sum(manifest["counts"].get("val", {}).values())

@@ -1,7 +1,9 @@
 """``hydramix train-classifier``: train a classifier from scratch with one method (+ a classic augmentation).
 
-Under ``torchrun`` the same command trains with DistributedDataParallel (classifier.batch_size is the global
-batch); rank 0 writes the checkpoint and the statistics.
+A killed run restarted with the same command resumes from its training checkpoint (``--checkpoint``, by default
+OUT.ckpt next to the model file, deleted once the model is written). Under ``torchrun`` the same command trains
+with DistributedDataParallel (classifier.batch_size is the global batch); rank 0 writes the model file, the
+checkpoint and the statistics.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from typing import Annotated
 import typer
 
 from pipeline import distributed
-from pipeline.atomic import write_json
+from pipeline.atomic import check_writable, write_json
 from pipeline.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_METHODS, resolve_augment, run_name
 from pipeline.classifiers import ARCHITECTURES
 from pipeline.config import replace
-from pipeline.errors import HydraMixError
+from pipeline.errors import HydraMixError, WriteError
 from pipeline.subsets import read_subset
 from pipeline.threads import set_torch_threads
 from pipeline.train_classifier import ClassifierConfig, save_checkpoint, train_classifier
@@ -58,6 +60,23 @@ def train_classifier_command(
         Path | None,
         typer.Option("--out-metrics", help="Optional JSON with training statistics (time, img/s, val top-1)."),
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Training-state checkpoint: written every --checkpoint-every steps and after the last one, resumed "
+            "from if present (same command, same config), deleted once the model file is written. Default: OUT.ckpt.",
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            "--checkpoint-every",
+            min=1,
+            help="Steps between training checkpoints (saving never changes the result; raise it for large models "
+            "on fast devices).",
+        ),
+    ] = 100,
     params: ParamsOption = Path("params.yaml"),
     iterations: Annotated[int | None, typer.Option(help="Override classifier.iterations.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override classifier.seed.")] = None,
@@ -93,6 +112,9 @@ def train_classifier_command(
     except ValueError as exc:
         raise HydraMixError(f"bad flag value: {exc}") from None
     set_torch_threads(config.threads)
+    checkpoint = checkpoint if checkpoint is not None else out.with_name(out.name + ".ckpt")
+    outputs = (out, checkpoint) if out_metrics is None else (out, out_metrics, checkpoint)
+    check_writable(files=outputs)  # before loading or training anything
     data = read_subset(subset)
     synthetic_set, synthetic_manifest = None, None
     if synthetic is not None:
@@ -114,7 +136,15 @@ def train_classifier_command(
         synthetic_set = load_images(synthetic)
         check_synthetic(data.train, synthetic_set, str(synthetic))
     with distributed.session():  # a no-op without torchrun
-        result = train_classifier(method, data.train, config, synthetic=synthetic_set, augment=augment)
+        result = train_classifier(
+            method,
+            data.train,
+            config,
+            synthetic=synthetic_set,
+            augment=augment,
+            checkpoint_path=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
         if not distributed.is_main():
             return  # rank 0 writes the outputs; the session's barrier holds the others until it has
         summary = None
@@ -125,9 +155,16 @@ def train_classifier_command(
                 "name": synthetic_manifest.get("name"),
                 "subset_manifest_sha256": made_from,
             }
-        save_checkpoint(out, result, config, data.train, method, data.manifest, summary)
-        if out_metrics is not None:
-            write_json(out_metrics, result.stats)
+        try:
+            save_checkpoint(out, result, config, data.train, method, data.manifest, summary)
+            if out_metrics is not None:
+                write_json(out_metrics, result.stats)
+        except WriteError as exc:
+            raise WriteError(
+                f"{exc}; the training checkpoint at {checkpoint} (all {config.iterations} steps) is kept: free "
+                "space and rerun the same command to write the outputs without training again"
+            ) from None
+        checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
     stats = result.stats
     line = f"{name}: {config.iterations} steps in {stats['seconds']} s ({stats['train_images_per_s']} img/s)"
     if "val_top1" in stats:

@@ -16,9 +16,9 @@ from typing import Annotated
 import typer
 
 from pipeline import distributed
-from pipeline.atomic import write_json
+from pipeline.atomic import check_writable, write_json
 from pipeline.config import replace
-from pipeline.errors import HydraMixError
+from pipeline.errors import HydraMixError, WriteError
 from pipeline.masks import MASK_KINDS
 from pipeline.subsets import read_subset
 from pipeline.threads import set_torch_threads
@@ -148,6 +148,8 @@ def train_generator_command(
     except ValueError as exc:
         raise HydraMixError(f"bad option: {exc}") from None
     set_torch_threads(config.threads)
+    outputs = tuple(p for p in (generator, metrics, timings, loss_curve, grid, checkpoint) if p is not None)
+    check_writable(files=outputs)  # before any training
     data = read_subset(subset)
     subset_sha256 = hashlib.sha256((subset / "manifest.json").read_bytes()).hexdigest()
     with distributed.session():  # a no-op without torchrun
@@ -156,17 +158,26 @@ def train_generator_command(
         )
         if not distributed.is_main():
             return  # rank 0 writes the outputs; the session's barrier holds the others until it has
-        save_generator(
-            generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"]
-        )
-        if loss_curve is not None:
-            write_loss_curve(loss_curve, result.history)
-        if grid is not None:
-            write_png(grid, result.grid)
-        if metrics is not None:
-            write_json(metrics, {k: v for k, v in result.metrics.items() if k not in RUN_KEYS})
-        if timings is not None:
-            write_json(timings, {k: v for k, v in result.metrics.items() if k in RUN_KEYS})
+        try:
+            save_generator(
+                generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"]
+            )
+            if loss_curve is not None:
+                write_loss_curve(loss_curve, result.history)
+            if grid is not None:
+                write_png(grid, result.grid)
+            if metrics is not None:
+                write_json(metrics, {k: v for k, v in result.metrics.items() if k not in RUN_KEYS})
+            if timings is not None:
+                write_json(timings, {k: v for k, v in result.metrics.items() if k in RUN_KEYS})
+        except WriteError as exc:
+            kept = (
+                f"the training checkpoint at {checkpoint} (all {config.iterations} steps) is kept: free space and "
+                "rerun the same command to write the outputs without training again"
+                if checkpoint is not None
+                else "no training checkpoint was kept (no --checkpoint given)"
+            )
+            raise WriteError(f"{exc}; {kept}") from None
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
     fid = result.metrics["mask_fidelity"]

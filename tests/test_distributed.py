@@ -86,10 +86,32 @@ with distributed.session() as launch:
                               checkpoint_path=spec["checkpoint"], progress=False)
     c = train_classifier("mixup", make_imageset(6, resolution=16, n_classes=4),
                          from_dict(ClassifierConfig, spec["classifier"], "c"), progress=False)
+    # The same training killed in step 3 (both processes) after the checkpoint of step 2, then resumed.
+    import pipeline.train_classifier as tc
+    real_next, calls = tc.BatchSource.next_batch, {"n": 0}
+    def killed_in_step_3(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_next(self)
+    tc.BatchSource.next_batch = killed_in_step_3
+    c_ckpt = Path(spec["out"], "classifier.ckpt")
+    try:
+        train_classifier("mixup", make_imageset(6, resolution=16, n_classes=4),
+                         from_dict(ClassifierConfig, spec["classifier"], "c"), progress=False,
+                         checkpoint_path=c_ckpt, checkpoint_every=2)
+    except KeyboardInterrupt:
+        pass
+    tc.BatchSource.next_batch = real_next
+    distributed.barrier()  # rank 0 has written the checkpoint of step 2
+    c_resumed = train_classifier("mixup", make_imageset(6, resolution=16, n_classes=4),
+                                 from_dict(ClassifierConfig, spec["classifier"], "c"), progress=False,
+                                 checkpoint_path=c_ckpt, checkpoint_every=2)
     dump = {"launch": [launch.rank, launch.world_size, launch.local_rank], "world_size": distributed.world_size(),
             "generator": state_hash(g.generator), "history": g.history, "resumed": resumed.history,
             "resumed_hash": state_hash(resumed.generator), "g_world": g.metrics["world_size"],
-            "classifier": state_hash(c.model), "c_world": c.stats["world_size"]}
+            "classifier": state_hash(c.model), "c_world": c.stats["world_size"],
+            "c_resumed": state_hash(c_resumed.model), "c_resumed_from": c_resumed.stats["resumed_from_step"]}
     replaced, real_replace = [], os.replace
     def logged_replace(src, dst, *args, **kwargs):
         replaced.append(str(dst))
@@ -237,6 +259,10 @@ def test_torchrun_two_processes(tmp_path: Path, monkeypatch) -> None:
     assert all(r["world_size"] == r["g_world"] == r["c_world"] == 2 for r in ranks)
     assert ranks[0]["generator"] == ranks[1]["generator"]
     assert ranks[0]["classifier"] == ranks[1]["classifier"]  # BatchNorm running stats averaged at the end
+    # A killed 2-process classifier resumes to the same weights (each process gets its own BatchNorm statistics
+    # back from the checkpoint).
+    assert [r["c_resumed_from"] for r in ranks] == [2, 2]
+    assert ranks[0]["c_resumed"] == ranks[1]["c_resumed"] == ranks[0]["classifier"]
     assert ranks[0]["history"] == ranks[1]["history"]  # losses averaged over the ranks
     assert ranks[0]["resumed_hash"] == ranks[1]["resumed_hash"]
 

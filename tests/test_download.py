@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import random
+import re
 import tarfile
 import threading
 import zipfile
@@ -207,9 +210,102 @@ def test_corrupt_archives_are_clear_errors(tmp_path):
     good = _tar(tmp_path / "g.tar.gz", [("a.txt", b"a" * 5000)])
     truncated = tmp_path / "t.tar.gz"
     truncated.write_bytes(good.read_bytes()[:40])
-    with pytest.raises(HydraMixError, match="corrupt or unreadable archive"):
+    with pytest.raises(HydraMixError, match="truncated archive"):
         list(iter_tar(truncated))
     junk = tmp_path / "junk.tar.gz"
-    junk.write_bytes(b"this is not an archive at all" * 10)
+    junk.write_bytes(b"this is not an archive at all" * 40)
     with pytest.raises(HydraMixError, match="corrupt or unreadable archive"):
         read_members(junk, {"a.txt"})
+
+
+# --- truncation: an archive is read to its end ----------------------------------------------------------------
+
+
+def _small_archive(path: Path, mode: str) -> Path:
+    """Six members of incompressible bytes (so that every cut lands in a different place of the content)."""
+    rng = random.Random(0)
+    with tarfile.open(path, mode) as tar:
+        for i in range(6):
+            data = rng.randbytes(300 + 150 * i)
+            info = tarfile.TarInfo(f"top/train/c{i % 2}/{i}.bin")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _cut_points(size: int, end: int) -> list[int]:
+    """0, 1, about 40 spread over [0, end), and the last bytes before ``end``."""
+    spread = {round(i * end / 41) for i in range(1, 41)}
+    return sorted({0, 1, *spread, end - 512, end - 8, end - 4, end - 1} - {size})
+
+
+@pytest.mark.parametrize(("mode", "suffix"), [("w:gz", ".tar.gz"), ("w:bz2", ".tar.bz2"), ("w:xz", ".tar.xz")])
+def test_every_cut_of_a_compressed_archive_is_refused_as_truncated(tmp_path, mode, suffix):
+    full = _small_archive(tmp_path / f"full{suffix}", mode).read_bytes()
+    assert len(list(iter_tar(tmp_path / f"full{suffix}"))) == 6
+    cut = tmp_path / f"cut{suffix}"
+    for point in _cut_points(len(full), len(full)):  # every cut loses at least the stream's end
+        cut.write_bytes(full[:point])
+        with pytest.raises(HydraMixError, match=rf"^{re.escape(str(cut))}: truncated archive: "):
+            list(iter_tar(cut))
+
+
+def test_every_cut_of_a_plain_tar_before_its_end_blocks_is_refused_as_truncated(tmp_path):
+    path = _small_archive(tmp_path / "full.tar", "w")
+    full = path.read_bytes()
+    with tarfile.open(path) as tar:
+        last = tar.getmembers()[-1]
+        end_blocks = last.offset_data + -(-last.size // 512) * 512  # where the two zero blocks start
+    assert full[end_blocks : end_blocks + 1024] == bytes(1024) and len(full) > end_blocks + 1024
+    cut = tmp_path / "cut.tar"
+    # Cuts inside the content and the end blocks, and cuts inside the padding after them that are not whole
+    # blocks. (A cut at a block boundary inside that padding loses nothing: such a file is a complete tar.)
+    points = _cut_points(len(full), end_blocks + 1024) + [end_blocks + 1024 + 100, len(full) - 1]
+    for point in points:
+        cut.write_bytes(full[:point])
+        with pytest.raises(HydraMixError, match=rf"^{re.escape(str(cut))}: truncated archive: "):
+            list(iter_tar(cut))
+    cut.write_bytes(full[: end_blocks + 1024])
+    assert len(list(iter_tar(cut))) == 6
+
+
+def test_read_members_and_folders_say_truncated_even_when_the_cut_leaves_a_split_empty(tmp_path):
+    files = {f"ds/{split}/c{i % 2}/{i}.bin": random.Random(i).randbytes(2000) for split in ("train", "test")
+             for i in range(4)}  # fmt: skip
+    path = tmp_path / "ds.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    early = tmp_path / "early.tar.gz"
+    early.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])  # test/ never starts
+    with pytest.raises(HydraMixError, match="truncated archive"):
+        read_members(early, {"ds/train/c0/0.bin"})  # found early, but the file must still be whole
+    from pipeline.sources.folder import load_folder_path
+
+    with pytest.raises(HydraMixError, match=rf"{re.escape(str(early))}: truncated archive"):
+        load_folder_path(early, 8, progress=False)
+
+
+def test_damaged_archives_are_corrupt_not_silently_short(tmp_path):
+    path = _small_archive(tmp_path / "a.tar", "w")
+    data = bytearray(path.read_bytes())
+    with tarfile.open(path) as tar:
+        third = tar.getmembers()[2].offset
+    data[third : third + 512] = b"garbage!" * 64  # a header tarfile cannot parse: it would stop there quietly
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(HydraMixError, match="corrupt archive: no valid tar header or end-of-archive blocks"):
+        list(iter_tar(bad))
+    gz = bytearray(gzip.compress(path.read_bytes(), mtime=0))
+    gz[-8] ^= 0xFF  # the CRC
+    crc = tmp_path / "crc.tar.gz"
+    crc.write_bytes(bytes(gz))
+    with pytest.raises(HydraMixError, match="corrupt or unreadable archive"):
+        list(iter_tar(crc))
+    # Concatenated gzip members are one valid stream (as gzip -d reads them).
+    raw = path.read_bytes()
+    two = tmp_path / "two.tar.gz"
+    two.write_bytes(gzip.compress(raw[:5000], mtime=0) + gzip.compress(raw[5000:], mtime=0))
+    assert len(list(iter_tar(two))) == 6

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -310,3 +311,78 @@ def test_folder_archive_traversal_and_empty_class_dir(tmp_path):
     junk.write_bytes(b"\x1f\x8b\x08" + b"\x00" * 50)
     with pytest.raises(HydraMixError, match="corrupt"):
         load_folder_path(junk, 16, progress=False)
+
+
+# --- links: one policy for trees and archives ---------------------------------------------------------------
+
+
+def _symlink_tar(path: Path, files: dict[str, bytes], links: dict[str, str]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            _add(tar, name, data)
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("train/dog/evil.png", "outside.png"),  # a file outside
+        ("train/dog/more", "outside"),  # a folder of images outside
+        ("train/.hidden.png", "outside.png"),  # even where nothing would be read
+    ],
+)
+def test_links_out_of_the_tree_are_refused_in_trees_and_archives_alike(tmp_path, link, target):
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "x.png").write_bytes(_png((9, 9, 9)))
+    (tmp_path / "outside.png").write_bytes(_png((9, 9, 9)))
+    tree = _write_tree(tmp_path / "ds", _tree_files())
+    (tree / link).symlink_to(tmp_path / target)
+    with pytest.raises(HydraMixError, match=rf"link '{re.escape(link)}' -> .* points outside the tree"):
+        load_folder_path(tree, 16, progress=False)
+    depth = "../" * link.count("/")
+    for name, pointer in ((link, f"{depth}../{target}"), (link, str(tmp_path / target))):
+        archive = _symlink_tar(tmp_path / "ds.tar.gz", _tree_files(), {name: pointer})
+        with pytest.raises(HydraMixError, match="points outside the target directory"):
+            load_folder_path(archive, 16, progress=False)
+
+
+def test_links_inside_the_tree_are_skipped_and_counted_in_trees_and_archives_alike(tmp_path):
+    plain = load_folder_path(_write_tree(tmp_path / "plain", _tree_files()), 16, progress=False)
+    tree = _write_tree(tmp_path / "ds", _tree_files())
+    (tree / "train" / "dog" / "copy.png").symlink_to("a.png")
+    (tree / "train" / "cat" / "dogs").symlink_to("../dog", target_is_directory=True)
+    linked_tree = load_folder_path(tree, 16, progress=False)
+    links = {"train/dog/copy.png": "a.png", "train/cat/dogs": "../dog"}
+    linked_archive = load_folder_path(_symlink_tar(tmp_path / "ds.tar.gz", _tree_files(), links), 16, progress=False)
+    for data in (linked_tree, linked_archive):
+        np.testing.assert_array_equal(data.train.images, plain.train.images)  # nothing read twice
+        np.testing.assert_array_equal(data.train.labels, plain.train.labels)
+    assert linked_tree.skipped == linked_archive.skipped == plain.skipped + 2
+    # The folder the user names may itself be a link.
+    (tmp_path / "alias").symlink_to(tmp_path / "plain", target_is_directory=True)
+    via_alias = load_folder_path(tmp_path / "alias", 16, progress=False)
+    np.testing.assert_array_equal(via_alias.train.images, plain.train.images)
+
+
+def test_a_file_swapped_for_a_link_after_the_walk_is_not_followed(tmp_path, monkeypatch):
+    import pipeline.sources.folder as folder
+
+    tree = _write_tree(tmp_path / "ds", _tree_files())
+    (tmp_path / "secret.png").write_bytes(_png((7, 7, 7)))
+    real_walk = folder._iter_tree
+
+    def walk_then_swap(root):
+        entries = list(real_walk(root))
+        victim = tree / "train" / "dog" / "a.png"
+        victim.unlink()
+        victim.symlink_to(tmp_path / "secret.png")  # a race: the check has already passed
+        yield from entries
+
+    monkeypatch.setattr(folder, "_iter_tree", walk_then_swap)
+    with pytest.raises(HydraMixError, match=r"train/dog/a\.png: cannot read it"):
+        load_folder_path(tree, 16, progress=False)

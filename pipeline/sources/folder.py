@@ -8,6 +8,8 @@ position); the test split must have the same classes. The dataset is named after
 Files deeper inside a class folder belong to that class. Archives are streamed, never extracted.
 Skipped (and counted): files that are not images, files outside any class folder, hidden files and folders
 (``.DS_Store``, ``._*``, ``__MACOSX``). An image file that cannot be decoded is an error naming it.
+Links, in a tree as in an archive, are never followed: one whose target leaves the tree (or archive) is an error
+naming it, one that stays inside is skipped and counted (what it points to is read under its own name).
 Original index: position of the image in its split after sorting by (class name, path inside the class
 folder), counting images only.
 """
@@ -45,23 +47,47 @@ def _hidden(part: str) -> bool:
 
 
 def _iter_tree(root: Path) -> Iterator[tuple[str, bool, Path | None]]:
-    """(relative POSIX path, is_dir, file path) for everything under ``root``, in sorted walk order."""
+    """(relative POSIX path, is_dir, file path) for everything under ``root``, in sorted walk order.
+
+    A link (to a file or a folder) comes as (path, False, None), after checking that it points inside the
+    tree: like a link in an archive it is never followed (``os.walk`` does not descend into linked folders).
+    """
+    real_root = os.path.realpath(root)  # the root itself may be a link: the user named it
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root).as_posix()
-        for d in dirnames:
-            yield (d if rel_dir == "." else f"{rel_dir}/{d}"), True, None
-        for f in sorted(filenames):
-            yield (f if rel_dir == "." else f"{rel_dir}/{f}"), False, Path(dirpath) / f
+        for name, is_dir in [(d, True) for d in dirnames] + [(f, False) for f in sorted(filenames)]:
+            rel, full = (name if rel_dir == "." else f"{rel_dir}/{name}"), os.path.join(dirpath, name)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if os.path.commonpath([real_root, target]) != real_root:
+                    raise HydraMixError(
+                        f"{root}: link '{rel}' -> '{os.readlink(full)}' points outside the tree (links are not "
+                        "followed out of a dataset folder, as in archives; copy the file in instead)"
+                    )
+                yield rel, False, None
+            else:
+                yield rel, is_dir, None if is_dir else Path(full)
 
 
 def _decode_batch(batch: list[tuple[str, bytes | str]], resolution: int) -> list[tuple[np.ndarray | None, str]]:
     """Each (display name, bytes or file path) -> (image or None if not an image, sha256 of the bytes)."""
     out = []
     for name, payload in batch:
-        data = Path(payload).read_bytes() if isinstance(payload, str) else payload
+        data = _read_no_follow(payload, name) if isinstance(payload, str) else payload
         out.append((load_image(data, name, resolution), hashlib.sha256(data).hexdigest()))
     return out
+
+
+def _read_no_follow(path: str, name: str) -> bytes:
+    """The bytes of the regular file ``path``; HydraMixError if it cannot be read, or has become a link since
+    the walk checked it (O_NOFOLLOW)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise HydraMixError(f"{name}: cannot read it ({exc.strerror or exc})") from None
 
 
 class _Collector:
@@ -166,7 +192,12 @@ def load_folder_path(path: Path, resolution: int, progress: bool = True, workers
         try:
             if is_dir:
                 for rel, member_is_dir, file in _iter_tree(path):
-                    collector.add_dir(rel) if member_is_dir else collector.add_file(rel, file)
+                    if member_is_dir:
+                        collector.add_dir(rel)
+                    elif file is not None:
+                        collector.add_file(rel, file)
+                    else:  # a link that stays inside the tree, skipped as in an archive
+                        collector.skipped += 1
             else:
                 for member in iter_tar(path):
                     if member.is_dir:
