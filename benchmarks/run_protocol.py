@@ -47,11 +47,7 @@ def run_name(method: str, augment: str | None) -> str:
 
 def jobs(root: Path) -> list[dict]:
     """Every job of the protocol in priority order: {name, cmd, deps, outs, metrics?}."""
-    found = [j for j in _all_jobs(root) if not any(j["name"].startswith(p) for p in HELD)]
-    early = [j for j in found if j["name"] in ("classify-baseline-s0", "classify-mixup-s0")]
-    rest = [j for j in found if j not in early]
-    first_synth = next(i for i, j in enumerate(rest) if j["name"].startswith("synthesize-"))
-    return rest[:first_synth] + early + rest[first_synth:]
+    return [j for j in _all_jobs(root) if not any(j["name"].startswith(p) for p in HELD)]
 
 
 # Job-name prefixes held back (e.g. while the code they need is being written); edit to release them.
@@ -129,16 +125,14 @@ def _all_jobs(root: Path) -> list[dict]:
     chimeramix = [j for j in out if j["name"].startswith("generator-chimeramix")]
     out = [j for j in out if not j["name"].startswith("generator-chimeramix")]
     out += chimeramix
-    # Two checks first: baseline and mixup on seed 0 against the committed 3-seed run (same code path, same
-    # thread count: equal figures say the earlier classic runs can stand for seeds 0-2).
     cells = [(m, a, True, s) for m, a in SYNTHETIC_RUNS for s in SEEDS]
     # Classic runs: baseline seed 0 first (its figure checks the instrument against the committed 3-seed run),
     # then the seeds and method the 3-seed table lacks, then the rest.
     classic = [(m, None, False, s) for m in CLASSIC for s in SEEDS]
     classic.sort(key=lambda c: (c[0] != "baseline" or c[3] != 0, c[3] < 3 and c[0] != "random-erasing"))
-    checks = [c for c in classic if c[3] == 0 and c[0] in ("baseline", "mixup")]
-    classic = [c for c in classic if c not in checks]
-    for method, augment, synthetic, s in checks + cells + classic:
+    # Seed by seed: whatever stops the run, the seeds that are complete are paired across every row.
+    ordered = sorted(cells + classic, key=lambda c: c[3])
+    for method, augment, synthetic, s in ordered:
         if True:
             sub = root / "subsets" / f"k{K}-seed{s}"
             name = run_name(method, augment)
