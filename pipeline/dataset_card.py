@@ -1,14 +1,39 @@
 """The ``README.md`` dataset card written beside a synthetic dataset's shards, from its manifest alone.
 
 The card says what the dataset is, how it was made (generator and subset checksums, synthesis and mask
-params), how to load it with ``webdataset`` in five lines, and which licence terms it inherits: every image is
-computed from a few images of the source dataset, so it is a derived work of them.
+params), how to load it with ``webdataset`` in five lines or Hugging Face ``datasets`` in two, and which licence
+terms it inherits: every image is computed from a few images of the source dataset, so it is a derived work of
+them.
+
+It opens with the YAML front matter the Hugging Face Hub and ``datasets.load_dataset(DIR)`` read (``front_matter``):
+without it ``load_dataset`` guesses the format from the files, and on a one-shard dataset it loads
+``manifest.json`` as a one-row JSON dataset; ``cls`` would come as a plain integer instead of a ``ClassLabel``.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import yaml
+
+# The provenance of a sample (``KEY.json``, written by ``pipeline.synthesis.Synthesizer.render``) as Hugging Face
+# feature dtypes, in the JSON's (sorted) key order. The per-sample seed is a uint64 (``derive_seeds``); int64 would
+# overflow for half of them. tests/test_hf_datasets.py checks that ``load_dataset`` returns every key of real
+# ``synthesize`` output unchanged, so a key added there and not here fails a test.
+PROVENANCE_FEATURES: dict[str, str | list[str]] = {
+    "class": "string",
+    "flipped": ["bool"],
+    "label": "int64",
+    "largest_share": "float64",
+    "mask_kind": "string",
+    "mode": "string",
+    "n_sources": "int64",
+    "sample_id": "int64",
+    "seed": "uint64",
+    "source_rows": ["int64"],
+    "sources": ["int64"],
+}
 
 # (substring of the source dataset's name, caveat). First match wins; ciFAIR before CIFAR.
 _LICENCE_CAVEATS: tuple[tuple[str, str], ...] = (
@@ -51,8 +76,45 @@ def licence_caveat(subset_info: dict[str, Any]) -> str:
     return _UNKNOWN_CAVEAT
 
 
+def _feature(name: str, dtype: str | list[str]) -> dict[str, Any]:
+    """One field in the YAML form of ``datasets.Features`` (a list ``[T]`` is a ``List`` of T)."""
+    return {"name": name, "list": dtype[0]} if isinstance(dtype, list) else {"name": name, "dtype": dtype}
+
+
+def front_matter(manifest: dict[str, Any]) -> str:
+    """The card's YAML metadata block (``---`` ... ``---``), as the Hugging Face Hub and ``datasets`` read it.
+
+    ``configs``: one ``train`` split of the shards (``*.tar``: neither ``manifest.json`` nor this card), read by
+    ``datasets``' WebDataset builder. ``dataset_info.features``: ``png`` an image, ``cls`` a ``ClassLabel`` with
+    the manifest's class names, ``json`` the provenance struct (``PROVENANCE_FEATURES``), and the builder's own
+    ``__key__`` (the sample key) and ``__url__`` (the shard it came from). No ``splits``: ``datasets`` takes
+    them only with ``num_bytes``, the size of its own Arrow cache, which is not ours to know. Written with
+    ``yaml.safe_dump``, so any class name is quoted as YAML needs it.
+    """
+    metadata = {
+        "license": "other",  # the source dataset's terms: see the card's Licence section
+        "task_categories": ["image-classification"],
+        "tags": ["synthetic", "webdataset", "hydramix"],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "*.tar"}]}],
+        "dataset_info": {
+            "features": [
+                {"name": "png", "dtype": "image"},
+                {
+                    "name": "cls",
+                    "dtype": {"class_label": {"names": {str(i): n for i, n in enumerate(manifest["class_names"])}}},
+                },
+                {"name": "json", "struct": [_feature(k, t) for k, t in PROVENANCE_FEATURES.items()]},
+                {"name": "__key__", "dtype": "string"},
+                {"name": "__url__", "dtype": "string"},
+            ],
+        },
+    }
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
+
+
 def render_card(manifest: dict[str, Any]) -> str:
-    """Markdown text of the dataset card for ``manifest`` (as written by the ``synthesize`` stage)."""
+    """Markdown text of the dataset card for ``manifest`` (as written by the ``synthesize`` stage): the YAML
+    front matter (``front_matter``), then the description."""
     shards = manifest["shards"]
     first, last = shards[0]["name"], shards[-1]["name"]
     pattern = first[: -len("000000.tar")] + "{" + first[-len("000000.tar") : -4] + ".." + last[-10:-4] + "}.tar"
@@ -97,7 +159,8 @@ def render_card(manifest: dict[str, Any]) -> str:
         indent=2,
         sort_keys=True,
     )
-    return f"""# Synthetic dataset `{manifest.get("name", first.rsplit("-", 1)[0])}`
+    return f"""{front_matter(manifest)}
+# Synthetic dataset `{manifest.get("name", first.rsplit("-", 1)[0])}`
 
 {manifest["total"]} synthetic {manifest["resolution"]}x{manifest["resolution"]} RGB images in \
 {len(manifest["class_names"])} classes ({counts}), written by `hydramix synthesize` ({mode} mode) as \
@@ -131,6 +194,15 @@ urls = sorted(glob.glob("DIR/*.tar"))  # DIR = this directory
 ds = wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("png", "cls", "json")
 for image, label, provenance in ds:
     ...  # PIL image, int label, dict
+```
+
+With Hugging Face `datasets` (it reads the metadata at the top of this card: the shards, `cls` as a \
+`ClassLabel`, the provenance as a struct):
+
+```python
+from datasets import load_dataset
+ds = load_dataset("DIR", split="train")  # DIR = this directory, or the Hub repository it was uploaded to
+row = ds[0]  # row["png"]: PIL image, row["cls"]: class id (ds.features["cls"].names), row["json"]: provenance
 ```
 
 Class ids index this list: {json.dumps(manifest["class_names"])}. Within the project: \

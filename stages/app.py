@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "train-generator": "Train the HydraMix generator on a subset.",
     "synthesize": "Write a synthetic dataset as WebDataset shards.",
     "verify": "Check a synthetic dataset against its manifest.",
+    "gallery": "Write one static HTML page picturing a synthetic dataset.",
     "score": "Score real and synthetic sets with CLIP Synset Entropy.",
     "train-classifier": "Train a classifier from scratch with one method.",
     "evaluate": "Measure a trained classifier on the full test split.",

@@ -1,5 +1,6 @@
 """Every ```python snippet of README.md and docs/shards.md runs as written, in a fresh interpreter, in a directory
-holding what the snippets name (a tiny synthetic dataset ``my-synthetic``, made with the shard writer)."""
+holding what the snippets name (a tiny synthetic dataset ``my-synthetic``, made with the shard writer and carrying
+the real dataset card, which Hugging Face ``datasets`` reads)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline import shards
+from pipeline.dataset_card import render_card
 from pipeline.shards import Sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +47,7 @@ def make_synthetic(directory: Path) -> None:
         resolution=8,
         counts={"a": 4, "b": 4, "c": 4},
         identity={"name": "hydramix"},
-        card="card\n",
+        card=render_card,
     )
 
 
@@ -57,7 +59,9 @@ def test_the_docs_have_python_snippets():
 def test_snippet_runs(tmp_path, doc, index, code):
     if "../shared" in code and not (ROOT.parent / "shared").is_dir():
         pytest.skip(f"{doc} snippet {index} reads real data in ../shared, which is absent here")
+    if "from datasets import" in code:
+        pytest.importorskip("datasets", reason=f"{doc} snippet {index} needs Hugging Face `datasets` (a dev extra)")
     make_synthetic(tmp_path / "my-synthetic")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{doc} snippet {index} fails:\n{code}\n{result.stderr}"
