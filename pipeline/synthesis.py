@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.blur import fit_blur_sigma, gaussian_blur
@@ -130,6 +131,7 @@ class Synthesizer:
         generator: nn.Module | None,
         device: torch.device,
         dtype: torch.dtype,
+        output_resolution: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.mask_cfg = MaskConfig(
@@ -139,7 +141,10 @@ class Synthesizer:
         self.device, self.dtype = device, dtype
         self._train = train
         h, w = train.images.shape[1:3]
-        self.resolution = int(h)
+        # Mixes are made at the sources' resolution (a generator trained with resize_subset gets sources resized
+        # to its own) and written at output_resolution (the subset's), resized like the training inputs.
+        self.resolution = int(output_resolution or h)
+        self._resize = self.resolution != h
         if len(train) == 0:
             raise HydraMixError("the subset has no train images to synthesise from")
         counts = np.bincount(train.labels, minlength=len(self.class_names))
@@ -274,16 +279,29 @@ class Synthesizer:
             if self._generator is None:
                 src = self._pixels[flip, safe].unflatten(0, (b, n))  # (B, N, 3, H, W) in [0, 255]
                 mixed = (src * masks[:, :, None]).sum(1)  # padding slots weigh 0
-                if self.cfg.mode == "blur":
-                    mixed = gaussian_blur(mixed, self.cfg.blur_sigma)
-                return _to_uint8_hwc(mixed)
+                return self._finish(mixed)
             feats = self._features[flip, safe].unflatten(0, (b, n))  # (B, N, C, h, w) float32
             mixed = self._generator.mix(feats, to_feature_resolution(masks, self._factor))  # (B, C, h, w)
             if self._channels_last:
                 mixed = mixed.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.dtype):
                 decoded = self._generator.decode(mixed)  # (B, 3, H, W) in [-1, 1]
-            return _to_uint8_hwc((decoded.float().clamp(-1, 1) + 1) * 127.5)
+            return self._finish((decoded.float().clamp(-1, 1) + 1) * 127.5)
+
+    def _finish(self, mixed: Tensor) -> np.ndarray:
+        """(B, 3, H, W) float mixes in [0, 255] -> (B, R, R, 3) uint8 at the output resolution R: resized if
+        the sources were, then (blur mode) blurred at R, so the blur sigma is in output pixels."""
+        if self._resize:
+            mixed = resize_float(mixed, self.resolution)
+        if self.cfg.mode == "blur":
+            mixed = gaussian_blur(mixed, self.cfg.blur_sigma)
+        return _to_uint8_hwc(mixed)
+
+
+def resize_float(images: Tensor, resolution: int) -> Tensor:
+    """(B, C, H, W) float -> (B, C, R, R): the antialiased bicubic resize the generator's training applies to
+    its sources (``pipeline.train_generator.resize_images``), without rounding."""
+    return F.interpolate(images, size=(resolution, resolution), mode="bicubic", antialias=True, align_corners=False)
 
 
 def _fields(cfg: MaskConfig) -> dict[str, Any]:
@@ -308,13 +326,13 @@ def fit_blur_sigma_to(
     target_share: float,
     per_class: int,
     device: torch.device,
+    output_resolution: int | None = None,
 ) -> float:
     """The blur control's sigma (px): the Gaussian blur at which the pixel composites of this set's first
     ``per_class`` samples per class (the same sources and masks as a generator set of the same seed) reach
     ``target_share``, the generator set's mean high-frequency power share (pipeline.diagnostics)."""
-    pixel = Synthesizer(
-        train, dataclasses.replace(cfg, mode="pixel", blur_sigma=0.0), mask_cfg, None, device, torch.float32
-    )
+    pixel_cfg = dataclasses.replace(cfg, mode="pixel", blur_sigma=0.0)
+    pixel = Synthesizer(train, pixel_cfg, mask_cfg, None, device, torch.float32, output_resolution)
     n = min(pixel.total, per_class * len(train.class_names))  # classes interleave: a class-balanced prefix
     composites = np.stack([r.image for r in pixel.render(np.arange(n))])
     return fit_blur_sigma(composites, target_share)

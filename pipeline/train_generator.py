@@ -165,8 +165,14 @@ def prepare_images(train: ImageSet, cfg: GeneratorConfig) -> np.ndarray:
             f"the subset is {train.resolution} px but generator.resolution is {cfg.resolution}; "
             "use a subset at that resolution or set generator.resize_subset: true"
         )
-    x = torch.from_numpy(train.images).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(cfg.resolution, cfg.resolution), mode="bicubic", antialias=True, align_corners=False)
+    return resize_images(train.images, cfg.resolution)
+
+
+def resize_images(images: np.ndarray, resolution: int) -> np.ndarray:
+    """(M, H, W, 3) uint8 -> (M, R, R, 3) uint8: antialiased bicubic, rounded (how a subset meets a generator
+    trained with ``resize_subset``, in training and in synthesis alike)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 

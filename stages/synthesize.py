@@ -45,7 +45,7 @@ from pipeline.shards import (
 )
 from pipeline.synthesis import SynthConfig, Synthesizer, fit_blur_sigma_to
 from pipeline.threads import set_torch_threads
-from pipeline.train_generator import load_generator
+from pipeline.train_generator import load_generator, resize_images
 from stages.app import (
     ParamsOption,
     ThreadsOption,
@@ -191,6 +191,13 @@ def _synthesize(
     elif cfg.mode == "generator":
         raise HydraMixError("--generator PATH is required in generator mode (or pass --mode pixel)")
     mask_cfg = _mask_config(g_meta, params)
+    # A generator trained with resize_subset (ChimeraMix trains CIFAR at 64 px) mixes sources resized to its
+    # resolution as in its training; the mixes are resized back to the subset's, so the set matches the subset.
+    sources = train
+    if g_meta is not None and g_meta.get("resolution") != train.resolution:
+        sources = ImageSet(
+            resize_images(train.images, int(g_meta["resolution"])), train.labels, train.indices, train.class_names
+        )
     if mask_cfg.kind in PAIR_KINDS and n_sources is None:
         cfg = replace(cfg, n_sources=(2, 2))  # a ChimeraMix generator's masks mix pairs only
 
@@ -199,10 +206,13 @@ def _synthesize(
     if blurring:
         if blur_reference is not None:
             target = blur_target(blur_reference, cfg, subset_sha256)
-            blur_sigma = fit_blur_sigma_to(train, cfg, mask_cfg, target, DIAGNOSTIC_PREFIX, torch_device)
+            blur_sigma = fit_blur_sigma_to(
+                sources, cfg, mask_cfg, target, DIAGNOSTIC_PREFIX, torch_device, train.resolution
+            )
         cfg = replace(cfg, mode="blur", blur_sigma=blur_sigma)
     try:
-        synthesizer = Synthesizer(train, cfg, mask_cfg, g if cfg.mode == "generator" else None, torch_device, dtype)
+        generator_module = g if cfg.mode == "generator" else None
+        synthesizer = Synthesizer(sources, cfg, mask_cfg, generator_module, torch_device, dtype, train.resolution)
     except ValueError as exc:  # mask params that cannot go together (e.g. a ChimeraMix rule with N > 2)
         raise HydraMixError(f"bad synthesis params: {exc}") from None
     identity = {
@@ -221,6 +231,8 @@ def _synthesize(
         "masks": to_dict(synthesizer.mask_cfg),
         "versions": library_versions(),
     }
+    if sources is not train:
+        identity["render_resolution"] = sources.resolution  # mixed at this side, written at the subset's
     with contextlib.ExitStack() as held:
         # Rank 0 holds the lock from before the claim until the manifest is written; a refusal stops every rank.
         distributed.on_main(lambda: held.enter_context(lock_directory(out)))
@@ -352,7 +364,7 @@ def check_generator_matches_subset(
         raise HydraMixError(
             f"{path} was trained for classes {meta.get('class_names')}, but the subset has classes {list(class_names)}"
         )
-    if meta.get("resolution") != resolution:
+    if meta.get("resolution") != resolution and not (meta.get("config") or {}).get("resize_subset"):
         raise HydraMixError(
             f"{path} was trained at {meta.get('resolution')} px, but the subset's images are {resolution} px"
         )

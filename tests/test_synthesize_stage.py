@@ -56,9 +56,10 @@ SYNTH = {
 }
 
 
-def generator_config(resolution: int = 16) -> GeneratorConfig:
+def generator_config(resolution: int = 16, resize_subset: bool = False) -> GeneratorConfig:
     return tiny_generator_config(
         resolution=resolution,
+        resize_subset=resize_subset,
         iterations=1,
         lr_discriminator=1e-3,
         lr_milestones=(),
@@ -73,9 +74,11 @@ def generator_config(resolution: int = 16) -> GeneratorConfig:
     )
 
 
-def make_generator(path: Path, subset: Path, class_names=None, resolution: int = 16, sha=None) -> Path:
+def make_generator(
+    path: Path, subset: Path, class_names=None, resolution: int = 16, sha=None, resize_subset: bool = False
+) -> Path:
     """A tiny randomly initialised generator saved in the documented generator file format."""
-    cfg = generator_config(resolution)
+    cfg = generator_config(resolution, resize_subset)
     torch.manual_seed(0)
     g = HydraMixGenerator(**{"width": 4, "encoder_blocks": 0, "decoder_blocks": 0})
     names = class_names or tuple(read_subset(subset).train.class_names)
@@ -560,3 +563,18 @@ def test_sigint_to_a_real_synthesize_leaves_no_temporary(setup):
     finished = runner.invoke(app, args)
     assert finished.exit_code == 0, finished.output
     assert shards.verify(out) == []
+
+
+def test_a_generator_trained_on_resized_sources_writes_the_subsets_resolution(setup):
+    """generator.resize_subset (ChimeraMix trains CIFAR at 64 px): the sources are resized to the generator's side
+    as in training, and the mixes back to the subset's, for the generator set and both controls."""
+    big = make_generator(setup["tmp"] / "big.pt", setup["subset"], resolution=32, resize_subset=True)
+    out = setup["tmp"] / "big"
+    for extra in ([], ["--mode", "pixel", "--name", "px"], ["--mode", "blur", "--blur-reference", str(out)]):
+        target = out if not extra else setup["tmp"] / extra[1]
+        result = synth(setup, target, "--generator", str(big), *extra, generator=False)
+        assert result.exit_code == 0, result.output
+        manifest = shards.read_manifest(target)
+        assert manifest["resolution"] == 16 and manifest["render_resolution"] == 32
+        assert all(s.image.shape == (16, 16, 3) for s in shards.iter_samples(target))
+        assert shards.verify(target) == []
