@@ -142,3 +142,19 @@ def tiny_generator_config(**changes) -> GeneratorConfig:
         masks=MaskConfig(kind="segmentation", n_sources=(2, 3), scale=20.0, min_size=5),
     )
     return dataclasses.replace(cfg, **changes)
+
+
+# The synthesize and generator.masks params sections of the tiny CLI tests (16 px subset, 6 images per class).
+TINY_MASKS = {"kind": "segmentation", "n_sources": [2, 3], "scale": 50.0, "sigma": 0.5, "min_size": 4}
+TINY_SYNTH = {
+    "n_per_class": 6,
+    "seed": 0,
+    "n_sources": [2, 3],
+    "mode": "generator",
+    "batch_size": 4,
+    "flip_sources": True,
+    "mask_kind": None,
+    "device": "cpu",
+    "precision": "fp32",
+    "shards": {"name": "tiny", "shard_size": 10},
+}

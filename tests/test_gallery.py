@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY_MASKS, TINY_SYNTH
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,19 +22,8 @@ from stages.cli import app
 
 runner = CliRunner()
 URL = re.compile(r"https?://", re.IGNORECASE)
-MASKS = {"kind": "segmentation", "n_sources": [2, 3], "scale": 50.0, "sigma": 0.5, "min_size": 4}
-SYNTH = {
-    "n_per_class": 6,
-    "seed": 0,
-    "n_sources": [2, 3],
-    "mode": "pixel",
-    "batch_size": 4,
-    "flip_sources": True,
-    "mask_kind": None,
-    "device": "cpu",
-    "precision": "fp32",
-    "shards": {"name": "tiny", "shard_size": 10},
-}
+MASKS = TINY_MASKS
+SYNTH = {**TINY_SYNTH, "mode": "pixel"}
 CLASSES = ("cat", "<b>dog</b> & co", "emu")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY_MASKS, TINY_SYNTH
 from typer.testing import CliRunner
 
 from pipeline import shards
@@ -20,19 +21,8 @@ from stages.cli import app
 
 runner = CliRunner()
 NO_DATASETS = "Hugging Face `datasets` is not installed (pip install -e '.[dev]' installs it; CI does)"
-MASKS = {"kind": "segmentation", "n_sources": [2, 3], "scale": 50.0, "sigma": 0.5, "min_size": 4}
-SYNTH = {
-    "n_per_class": 6,
-    "seed": 0,
-    "n_sources": [2, 3],
-    "mode": "pixel",
-    "batch_size": 4,
-    "flip_sources": True,
-    "mask_kind": None,
-    "device": "cpu",
-    "precision": "fp32",
-    "shards": {"name": "tiny", "shard_size": 10},
-}
+MASKS = TINY_MASKS
+SYNTH = {**TINY_SYNTH, "mode": "pixel"}
 # Names YAML would misread unquoted (booleans, null, numbers, a mapping, a comment) and non-ASCII.
 AWKWARD = ("yes", "null", "0", "a: b", "x #y", "naïve ✓")
 

@@ -37,23 +37,12 @@ from pipeline.train_generator import (
     save_generator,
 )
 from stages.cli import app
-from tests.conftest import tiny_generator_config
+from tests.conftest import TINY_MASKS, TINY_SYNTH, tiny_generator_config
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
-MASKS = {"kind": "segmentation", "n_sources": [2, 3], "scale": 50.0, "sigma": 0.5, "min_size": 4}
-SYNTH = {
-    "n_per_class": 6,
-    "seed": 0,
-    "n_sources": [2, 3],
-    "mode": "generator",
-    "batch_size": 4,
-    "flip_sources": True,
-    "mask_kind": None,
-    "device": "cpu",
-    "precision": "fp32",
-    "shards": {"name": "tiny", "shard_size": 10},
-}
+MASKS = TINY_MASKS
+SYNTH = TINY_SYNTH
 
 
 def generator_config(resolution: int = 16, resize_subset: bool = False) -> GeneratorConfig:
