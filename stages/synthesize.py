@@ -30,11 +30,11 @@ from pipeline.config import from_dict, replace, to_dict
 from pipeline.dataset_card import render_card
 from pipeline.devices import resolve_device, resolve_dtype
 from pipeline.diagnostics import DIAGNOSTIC_PREFIX, describe_dataset
+from pipeline.digest import file_digest
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet, read_parquet
 from pipeline.masks import PAIR_KINDS, MaskConfig
 from pipeline.shards import (
-    file_sha256,
     lock_directory,
     n_shards,
     plan_dataset,
@@ -182,11 +182,11 @@ def _synthesize(
     set_torch_threads(cfg.threads)
 
     train, subset_manifest = _read_subset_train(subset)
-    subset_sha256 = file_sha256(subset / "manifest.json")
+    subset_sha256 = file_digest(subset / "manifest.json")
     g, g_meta, g_sha256 = None, None, None
     if generator is not None:
         g, g_meta = load_generator(generator)
-        g_sha256 = file_sha256(generator)
+        g_sha256 = file_digest(generator)
         check_generator_matches_subset(generator, g_meta, train.class_names, train.resolution, subset_sha256)
     elif cfg.mode == "generator":
         raise HydraMixError("--generator PATH is required in generator mode (or pass --mode pixel)")
