@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bz2
 import collections
-import hashlib
 import lzma
 import os
 import posixpath
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.atomic import check_writable
+from pipeline.digest import file_digest
 from pipeline.errors import DownloadError, HydraMixError
 from pipeline.progress import tqdm
 
@@ -47,15 +47,6 @@ class RemoteFile:
     def __post_init__(self) -> None:
         if self.md5 is None and self.sha256 is None:
             raise ValueError(f"{self.filename}: a RemoteFile needs an md5 or a sha256")
-
-
-def file_digest(path: str | Path, algorithm: str) -> str:
-    """Hex digest (``md5`` or ``sha256``) of the file at ``path``, read in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checksum_problem(path: Path, md5: str | None, sha256: str | None) -> str | None:

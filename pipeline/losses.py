@@ -1,5 +1,6 @@
 """Generator and discriminator losses: L1, a multi-scale Laplacian-pyramid L1 (the perceptual term, no
-pretrained network), the pixel-composite target of a mix, and least-squares GAN losses.
+pretrained network) and least-squares GAN losses. A mix's target, the pixel composite, is
+``pipeline.masks.pixel_composite``.
 
 All image tensors are (B, 3, H, W) floats in [-1, 1]; losses are scalar float32 tensors. Losses are computed
 in float32 even when the networks ran under autocast (callers pass ``.float()`` outputs), so bf16 rounding
@@ -51,12 +52,6 @@ def pyramid_l1(x: Tensor, target: Tensor, levels: int) -> Tensor:
     px, pt = laplacian_pyramid(x, levels), laplacian_pyramid(target, levels)
     terms = [(2.0**i) * (a - b).abs().mean() for i, (a, b) in enumerate(zip(px, pt, strict=True))]
     return torch.stack(terms).sum() / len(terms)
-
-
-def pixel_composite(sources: Tensor, masks: Tensor) -> Tensor:
-    """The target of a mix: (B, N, 3, H, W) sources and (B, N, H, W) image-resolution masks -> (B, 3, H, W)
-    per-pixel mask-weighted sum (for hard masks: each pixel copied from the source that owns it)."""
-    return (sources * masks.unsqueeze(2)).sum(dim=1)
 
 
 def image_loss(x: Tensor, target: Tensor, pyramid_weight: float, levels: int) -> Tensor:

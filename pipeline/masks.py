@@ -38,8 +38,17 @@ PAIR_KINDS: frozenset[str] = frozenset({"chimeramix", "chimeramix-grid"})
 SEGMENT_KINDS: frozenset[str] = frozenset({"segmentation", "chimeramix"})
 
 _MASK53 = np.uint64((1 << 53) - 1)  # per-sample seeds stay exact in JSON (float64 mantissa)
-# Distinct stream ids so each random decision of a row draws from its own sequence.
-_STREAM_BASE, _STREAM_KEYS, _STREAM_FILL, _STREAM_GRID, _STREAM_RANGE = 1, 2, 3, 4, 5
+# The stream ids of a per-sample seed (``row_uniforms`` / ``row_randint``): each random decision of a row draws
+# from its own stream, so adding a decision moves no other. Every dataset's bytes depend on these values: add new
+# ids, never renumber. 1-5: the mask (this module); 101-103: the sample's sources (``pipeline.synthesis``).
+STREAM_BASE = 1  # which source is the base whose superpixels are assigned
+STREAM_KEYS = 2  # the random permutation of regions (every source gets one)
+STREAM_FILL = 3  # the owners of the remaining regions / grid cells
+STREAM_GRID = 4  # grid k and its sub-cell shift
+STREAM_RANGE = 5  # chimeramix: the contiguous range of segment ids from the other source
+STREAM_N_SOURCES = 101  # N, drawn in synthesize.n_sources
+STREAM_SOURCES = 102  # the N distinct images of the class
+STREAM_FLIPS = 103  # their horizontal flips
 
 
 @dataclass(frozen=True)
@@ -213,7 +222,7 @@ class MaskSampler:
 
         Returns (B, H, W) int32 labels, (B, R) bool: which labels exist in that row, and (B,) the base's slot.
         """
-        base_slot = row_randint(seeds, n_valid, 1, _STREAM_BASE)[:, 0]
+        base_slot = row_randint(seeds, n_valid, 1, STREAM_BASE)[:, 0]
         base = rows[np.arange(len(rows)), base_slot]
         regions = self._segments[base]
         if flipped is not None:
@@ -226,17 +235,17 @@ class MaskSampler:
         """ChimeraMix's grid: an unshifted k x k grid (k drawn in grid_cells), each cell from source 0 or 1
         with probability 1/2. Returns (B, H, W) int32 slot indices."""
         lo, hi = self.cfg.grid_cells
-        k = lo + np.minimum((row_uniforms(seeds, 1, _STREAM_GRID)[:, 0] * (hi - lo + 1)).astype(np.int64), hi - lo)
+        k = lo + np.minimum((row_uniforms(seeds, 1, STREAM_GRID)[:, 0] * (hi - lo + 1)).astype(np.int64), hi - lo)
         ys = (np.arange(self.height)[None, :] * k[:, None]) // self.height  # (B, H) cell row
         xs = (np.arange(self.width)[None, :] * k[:, None]) // self.width  # (B, W) cell column
         cells = ys[:, :, None] * hi + xs[:, None, :]  # (B, H, W) ids < hi * hi
-        owner_of_cell = (row_uniforms(seeds, hi * hi, _STREAM_FILL) < 0.5).astype(np.int32)  # (B, hi * hi)
+        owner_of_cell = (row_uniforms(seeds, hi * hi, STREAM_FILL) < 0.5).astype(np.int32)  # (B, hi * hi)
         return np.take_along_axis(owner_of_cell, cells.reshape(len(seeds), -1), axis=1).reshape(cells.shape)
 
     def _grid_cells(self, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cell ids of a randomly shifted k x k grid per row: (B, H, W) int32 ids and (B, R) bool presence."""
         lo, hi = self.cfg.grid_cells
-        u = row_uniforms(seeds, 3, _STREAM_GRID)  # k, shift y, shift x
+        u = row_uniforms(seeds, 3, STREAM_GRID)  # k, shift y, shift x
         k = lo + np.minimum((u[:, 0] * (hi - lo + 1)).astype(np.int64), hi - lo)
         cell_h, cell_w = self.height / k, self.width / k  # (B,) float cell sizes (>= 1 pixel)
         # A shift in [0, cell) moves the lines; the cells cut at the borders are partial cells.
@@ -259,9 +268,9 @@ def _assign_regions(regions: np.ndarray, present: np.ndarray, n_sources: np.ndar
     the rest to sources drawn uniformly.
     """
     b, n_regions = present.shape
-    keys = np.where(present, row_uniforms(seeds, n_regions, _STREAM_KEYS), 2.0)  # absent ids sort last
+    keys = np.where(present, row_uniforms(seeds, n_regions, STREAM_KEYS), 2.0)  # absent ids sort last
     rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
-    fill = row_randint(seeds, n_sources, n_regions, _STREAM_FILL)
+    fill = row_randint(seeds, n_sources, n_regions, STREAM_FILL)
     owner_of_region = np.where(rank < n_sources[:, None], rank, fill).astype(np.int32)  # (B, R)
     flat = regions.reshape(b, -1) + (np.arange(b, dtype=np.int32) * n_regions)[:, None]
     return owner_of_region.reshape(-1)[flat].reshape(regions.shape)
@@ -276,7 +285,7 @@ def _contiguous_range_owner(
     of L contiguous ids (L uniform in [1, S_b - 1], its start uniform) comes from the other source, so both
     sources appear whenever the base has two or more segments; a one-segment base keeps the whole image.
     """
-    u = row_uniforms(seeds, 2, _STREAM_RANGE)
+    u = row_uniforms(seeds, 2, STREAM_RANGE)
     span = np.maximum(n_regions - 1, 0)  # largest range that leaves the base a segment
     length = np.where(span > 0, 1 + np.minimum((u[:, 0] * span).astype(np.int64), span - 1), 0)
     start = np.minimum((u[:, 1] * (n_regions - length + 1)).astype(np.int64), n_regions - length)
@@ -306,6 +315,14 @@ def _smooth(masks: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     h, w = masks.shape[-2:]
     blurred = _blur_matrix(h, kernel) @ masks @ _blur_matrix(w, kernel).T  # rows are convex weights: >= 0
     return blurred / blurred.sum(1, keepdim=True)
+
+
+def pixel_composite(sources: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Masks applied to pixels: (B, N, 3, H, W) sources and (B, N, H, W) image-resolution masks -> (B, 3, H, W)
+    per-pixel mask-weighted sum (for hard masks: each pixel copied from the source that owns it; padding slots
+    weigh 0). The generator's mix target, the fidelity reference and the pixel / blur controls; any value range
+    (the sum is linear), in the sources' dtype."""
+    return (sources * masks.unsqueeze(2)).sum(dim=1)
 
 
 def to_feature_resolution(masks: torch.Tensor, factor: int = 4) -> torch.Tensor:

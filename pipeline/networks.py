@@ -11,6 +11,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
+def to_signed(pixels: Tensor) -> Tensor:
+    """uint8 pixels in [0, 255] -> float32 in [-1, 1], the networks' image range (elementwise: any layout;
+    callers permute (B, H, W, 3) to (B, 3, H, W) before or after)."""
+    return pixels.float().div(127.5).sub_(1.0)
+
+
 def _conv_norm_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
     """Reflect-padded conv -> InstanceNorm -> ReLU; no conv bias because the norm's affine shift replaces
     it."""

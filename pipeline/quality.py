@@ -18,6 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from pipeline.masks import pixel_composite
+
 MAX_PSNR_DB = 60.0  # above the ~59 dB of 8-bit quantisation noise: "identical at 8 bits"
 
 
@@ -78,7 +80,7 @@ def fidelity_report(mix: Tensor, sources: Tensor, masks: Tensor, valid: Tensor |
 
     Returns {"generator": ..., "pixel_composite": ..., "plain_mean": ...}, each a ``mask_fidelity`` dict.
     """
-    composite = (sources * masks.unsqueeze(2)).sum(1)
+    composite = pixel_composite(sources, masks)
     return {
         "generator": mask_fidelity(mix, sources, masks, valid),
         "pixel_composite": mask_fidelity(composite, sources, masks, valid),

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.digest import file_digest
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet, decode_png, encode_png
 from pipeline.progress import tqdm
@@ -52,7 +53,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,90}$")  # no dots (WebDataset splits at the first one), fits a ustar name
 _MEMBER_SUFFIXES = ("png", "cls", "json")
-_READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -240,15 +240,6 @@ def _write_json(path: Path, payload: Any) -> None:
     _write_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def iter_shard(path: str | Path) -> Iterator[Sample]:
     """Stream the samples of one shard in stored order; ValueError for a bad tar or an incomplete sample."""
     path = Path(path)
@@ -433,7 +424,7 @@ def load_images(dataset_dir: str | Path) -> ImageSet:
         path = dataset_dir / entry["name"]
         if not path.is_file():
             raise HydraMixError(f"{path}: shard missing; run `hydramix verify {dataset_dir}`")
-        if file_sha256(path) != entry["sha256"]:
+        if file_digest(path) != entry["sha256"]:
             raise HydraMixError(f"{path}: sha256 differs from the manifest; run `hydramix verify {dataset_dir}`")
     total, res = int(manifest["total"]), int(manifest["resolution"])
     images = np.empty((total, res, res, 3), dtype=np.uint8)  # filled in place: no list of arrays, no copy
@@ -499,7 +490,7 @@ def verify_dataset(dataset_dir: str | Path, progress: bool = False) -> Verificat
         problems.append(f"{CARD}: missing")
     elif not _inside(dataset_dir, CARD):
         problems.append(f"{CARD}: a link to a file outside {dataset_dir}; not read")
-    elif file_sha256(card) != manifest["card_sha256"]:
+    elif file_digest(card) != manifest["card_sha256"]:
         problems.append(f"{CARD}: sha256 differs from the manifest's card_sha256 (card edited or corrupt)")
     if (dataset_dir / PLAN).is_file():
         notes.append(f"{PLAN} present: a synthesize run into {dataset_dir} is in progress or was interrupted")
@@ -522,7 +513,7 @@ def verify_dataset(dataset_dir: str | Path, progress: bool = False) -> Verificat
         found = _SampleProblems(name)
         n, readable = 0, True
         try:
-            if file_sha256(path) != entry["sha256"]:
+            if file_digest(path) != entry["sha256"]:
                 problems.append(f"{name}: sha256 differs from the manifest (file changed or corrupt)")
             for sample in iter_shard(path):
                 bar.update()
@@ -839,7 +830,7 @@ def write_dataset_shards(
         path = directory / shard_name(shards.name, i)
         record = recorded.get(path.name)
         if record is not None and record["count"] == len(shard_sample_ids(i, shards.shard_size, total)):
-            if path.is_file() and file_sha256(path) == record["sha256"]:
+            if path.is_file() and file_digest(path) == record["sha256"]:
                 written[i] = {**record, "rendered": False, "repaired": False}
                 continue
             if path.exists():
@@ -956,7 +947,7 @@ def write_dataset(
             expected = len(shard_sample_ids(i, shards.shard_size, total))
             if record is None or record["count"] != expected or not path.is_file():
                 return None, written  # another process's shard, not written yet
-            if file_sha256(path) != record["sha256"]:
+            if file_digest(path) != record["sha256"]:
                 return None, written  # changed since it was written: the next run renders it again
             entries.append(record)
         manifest = finish_dataset(

@@ -37,20 +37,23 @@ from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet
 from pipeline.masks import (
     SEGMENT_KINDS,
+    STREAM_FLIPS,
+    STREAM_N_SOURCES,
+    STREAM_SOURCES,
     MaskConfig,
     MaskKind,
     MaskSampler,
     derive_seeds,
+    pixel_composite,
     row_randint,
     row_uniforms,
     segment_images,
     to_feature_resolution,
 )
+from pipeline.networks import to_signed
 from pipeline.shards import ShardConfig
 from pipeline.threads import Threads, check_threads
 
-# Streams of the per-sample seed used here (masks.py uses 1-4 for the mask itself).
-_STREAM_N, _STREAM_SOURCES, _STREAM_FLIPS = 101, 102, 103
 _ENCODE_BATCH = 256
 
 
@@ -215,16 +218,16 @@ class Synthesizer:
         labels = ids % len(self.class_names)
         seeds = derive_seeds(self.cfg.seed, ids)
         lo, hi = self.cfg.n_sources
-        n = lo + row_randint(seeds, np.full(len(ids), hi - lo + 1), 1, _STREAM_N)[:, 0]
+        n = lo + row_randint(seeds, np.full(len(ids), hi - lo + 1), 1, STREAM_N_SOURCES)[:, 0]
         # N distinct images of the class: the first N of a seeded random order of its members.
         k_max = self._members.shape[1]
-        keys = row_uniforms(seeds, k_max, _STREAM_SOURCES)
+        keys = row_uniforms(seeds, k_max, STREAM_SOURCES)
         keys = np.where(np.arange(k_max)[None, :] < self._counts[labels][:, None], keys, 2.0)
         order = np.argsort(keys, axis=1, kind="stable")[:, :hi]
         rows = np.take_along_axis(self._members[labels], order, axis=1)
         used = np.arange(hi)[None, :] < n[:, None]
         rows = np.where(used, rows, -1)
-        flipped = (row_uniforms(seeds, hi, _STREAM_FLIPS) < 0.5) & used if self.cfg.flip_sources else 0 * used > 0
+        flipped = (row_uniforms(seeds, hi, STREAM_FLIPS) < 0.5) & used if self.cfg.flip_sources else 0 * used > 0
         return {"labels": labels, "seeds": seeds, "n": n, "rows": rows, "flipped": flipped}
 
     def render(self, sample_ids: np.ndarray) -> list[Rendered]:
@@ -278,8 +281,7 @@ class Synthesizer:
         with torch.inference_mode():
             if self._generator is None:
                 src = self._pixels[flip, safe].unflatten(0, (b, n))  # (B, N, 3, H, W) in [0, 255]
-                mixed = (src * masks[:, :, None]).sum(1)  # padding slots weigh 0
-                return self._finish(mixed)
+                return self._finish(pixel_composite(src, masks))
             feats = self._features[flip, safe].unflatten(0, (b, n))  # (B, N, C, h, w) float32
             mixed = self._generator.mix(feats, to_feature_resolution(masks, self._factor))  # (B, C, h, w)
             if self._channels_last:
@@ -310,7 +312,7 @@ def _fields(cfg: MaskConfig) -> dict[str, Any]:
 
 def _to_model_input(images: np.ndarray, device: torch.device, channels_last: bool) -> Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1] on ``device``."""
-    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = to_signed(torch.from_numpy(images).to(device).permute(0, 3, 1, 2))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 

@@ -32,17 +32,18 @@ from pipeline.config import to_dict
 from pipeline.devices import autocast, resolve_device, resolve_dtype
 from pipeline.errors import HydraMixError, WriteError
 from pipeline.imageset import ImageSet
-from pipeline.losses import image_loss, lsgan_discriminator_loss, lsgan_generator_loss, pixel_composite
+from pipeline.losses import image_loss, lsgan_discriminator_loss, lsgan_generator_loss
 from pipeline.masks import (
     SEGMENT_KINDS,
     MaskConfig,
     MaskSampler,
     colorize,
     derive_seeds,
+    pixel_composite,
     segment_images,
     to_feature_resolution,
 )
-from pipeline.networks import HydraMixGenerator, PatchDiscriminator, count_parameters
+from pipeline.networks import HydraMixGenerator, PatchDiscriminator, count_parameters, to_signed
 from pipeline.progress import note, tqdm
 from pipeline.quality import fidelity_report, psnr
 from pipeline.threads import Threads, check_threads
@@ -221,7 +222,7 @@ def gather_sources(images: Tensor, rows: np.ndarray, flips: np.ndarray) -> tuple
     device = images.device
     rows_t = torch.from_numpy(rows).to(device)
     valid = rows_t >= 0
-    x = images[rows_t.clamp_min(0)].float().div_(127.5).sub_(1.0)  # (B, N, 3, H, W)
+    x = to_signed(images[rows_t.clamp_min(0)])  # (B, N, 3, H, W)
     flip = torch.from_numpy(flips).to(device)[..., None, None, None]
     x = torch.where(flip, x.flip(-1), x)
     return x * valid[..., None, None, None], valid
@@ -485,7 +486,7 @@ def evaluate(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     psnrs = []
     for start in range(0, len(images), 64):
-        x = images[start : start + 64].float().div(127.5).sub(1.0)
+        x = to_signed(images[start : start + 64])
         with autocast(device, dtype):
             y = g.decode(g.encode(x.contiguous(memory_format=fmt))).float()
         psnrs.append(psnr((y + 1) / 2, (x + 1) / 2).cpu())

@@ -10,10 +10,11 @@ import numpy as np
 import typer
 
 from pipeline.atomic import write_file
+from pipeline.digest import file_digest
 from pipeline.errors import HydraMixError
 from pipeline.gallery import DEFAULT_PER_CLASS, pick_samples, render_gallery
 from pipeline.imageset import read_parquet
-from pipeline.shards import CARD, file_sha256, iter_samples, read_manifest
+from pipeline.shards import CARD, iter_samples, read_manifest
 from stages.app import existing_dir, existing_file, stage
 
 
@@ -92,7 +93,7 @@ def _read_sources(subset: Path, manifest: dict[str, Any]) -> dict[int, np.ndarra
     if not subset_manifest.is_file():
         raise HydraMixError(f"--subset {subset}: not a subset directory (no manifest.json)")
     expected = (manifest.get("subset") or {}).get("manifest_sha256")
-    if expected is not None and file_sha256(subset_manifest) != expected:
+    if expected is not None and file_digest(subset_manifest) != expected:
         raise HydraMixError(
             f"--subset {subset}: not the subset this dataset was made from (its manifest.json sha256 differs "
             "from the dataset manifest's subset.manifest_sha256)"

@@ -118,7 +118,8 @@ def train_classifier_command(
     data = read_subset(subset)
     synthetic_set, synthetic_manifest = None, None
     if synthetic is not None:
-        from pipeline.shards import file_sha256, load_images, read_manifest
+        from pipeline.digest import file_digest
+        from pipeline.shards import load_images, read_manifest
         from pipeline.train_classifier import check_synthetic
 
         synthetic_manifest = read_manifest(synthetic)
@@ -128,7 +129,7 @@ def train_classifier_command(
                 f"{subset}'s {list(data.train.class_names)}"
             )
         made_from = (synthetic_manifest.get("subset") or {}).get("manifest_sha256")
-        if made_from != file_sha256(subset / "manifest.json") and not allow_foreign_synthetic:
+        if made_from != file_digest(subset / "manifest.json") and not allow_foreign_synthetic:
             raise HydraMixError(
                 f"{synthetic} was made from another subset than {subset} (subset manifest sha256 {made_from}); "
                 "pass the subset it was made from, or --allow-foreign-synthetic to train on both anyway"

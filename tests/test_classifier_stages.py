@@ -9,7 +9,8 @@ import pytest
 from conftest import make_imageset
 from typer.testing import CliRunner
 
-from pipeline.shards import Sample, file_sha256, finish_dataset, write_shard
+from pipeline.digest import file_digest
+from pipeline.shards import Sample, finish_dataset, write_shard
 
 runner = CliRunner()
 
@@ -71,7 +72,7 @@ def write_synthetic(directory: Path, n_classes: int = 4, n_per_class: int = 3, s
         counts=images.counts(),
         identity={
             "method": "test",
-            "subset": {"manifest_sha256": file_sha256(subset / "manifest.json") if subset else None},
+            "subset": {"manifest_sha256": file_digest(subset / "manifest.json") if subset else None},
         },
         card="tiny test set\n",
     )

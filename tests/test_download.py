@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.digest import file_digest
 from pipeline.download import (
     RemoteFile,
     download,
     fetch,
-    file_digest,
     iter_tar,
     read_members,
     safe_extract,

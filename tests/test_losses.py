@@ -9,9 +9,9 @@ from pipeline.losses import (
     laplacian_pyramid,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
-    pixel_composite,
     pyramid_l1,
 )
+from pipeline.masks import pixel_composite
 
 
 def test_pyramid_shapes_and_constant_image() -> None:

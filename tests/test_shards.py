@@ -70,7 +70,7 @@ def test_write_shard_is_deterministic_and_tar_metadata_fixed(tmp_path):
     samples = StandInRenderer(2).render(np.arange(6))
     a = shards.write_shard(tmp_path / "x-000000.tar", samples)
     b = shards.write_shard(tmp_path / "y-000000.tar", samples)
-    assert a["sha256"] == b["sha256"] == shards.file_sha256(tmp_path / "x-000000.tar")
+    assert a["sha256"] == b["sha256"] == shards.file_digest(tmp_path / "x-000000.tar")
     assert a["count"] == 6 and a["name"] == "x-000000.tar"
     with tarfile.open(tmp_path / "x-000000.tar") as tar:
         members = tar.getmembers()
@@ -90,7 +90,7 @@ def test_tar_bytes_equal_what_tarfile_writes(tmp_path):
                 info.uname = info.gname = ""
                 tar.addfile(info, io.BytesIO(data))
     assert (tmp_path / "ours-000000.tar").read_bytes() == (tmp_path / "ref.tar").read_bytes()
-    assert ours["sha256"] == shards.file_sha256(tmp_path / "ref.tar")
+    assert ours["sha256"] == shards.file_digest(tmp_path / "ref.tar")
     empty = shards.write_shard(tmp_path / "empty-000000.tar", [])
     assert empty["count"] == 0 and (tmp_path / "empty-000000.tar").stat().st_size == tarfile.RECORDSIZE
 
@@ -383,7 +383,7 @@ def test_a_shard_that_links_out_of_the_directory_is_never_read(tmp_path, monkeyp
     os.replace(ds / "toy-000001.tar", outside)
     (ds / "toy-000001.tar").symlink_to(outside)
     opened = []
-    monkeypatch.setattr(shards, "file_sha256", lambda path: opened.append(Path(path)) or "")
+    monkeypatch.setattr(shards, "file_digest", lambda path: opened.append(Path(path)) or "")
     monkeypatch.setattr(shards, "iter_shard", lambda path: opened.append(Path(path)) or iter(()))
     problems = shards.verify(ds)
     assert len(problems) == 1 and "toy-000001.tar is a link to a file outside" in problems[0] and opened == []
@@ -432,7 +432,7 @@ def test_the_plan_records_each_shard_written(tmp_path):
     plan = json.loads((ds / shards.PLAN).read_text())
     assert plan["what"] == "test" and plan["format"] == shards.FORMAT
     assert plan["shards"] == [
-        {"name": p.name, "sha256": shards.file_sha256(p), "count": 4} for p in sorted(ds.glob("*.tar"))
+        {"name": p.name, "sha256": shards.file_digest(p), "count": 4} for p in sorted(ds.glob("*.tar"))
     ]
     assert [s["name"] for s in plan["shards"]] == ["toy-000000.tar", "toy-000001.tar"]
 

@@ -25,9 +25,10 @@ from typer.testing import CliRunner
 
 from pipeline import shards
 from pipeline.devices import resolve_device
+from pipeline.digest import file_digest
 from pipeline.masks import MaskConfig
 from pipeline.networks import HydraMixGenerator
-from pipeline.shards import ShardConfig, file_sha256
+from pipeline.shards import ShardConfig
 from pipeline.subsets import read_subset
 from pipeline.synthesis import SynthConfig, Synthesizer
 from pipeline.train_generator import (
@@ -71,7 +72,7 @@ def make_generator(
     torch.manual_seed(0)
     g = HydraMixGenerator(**{"width": 4, "encoder_blocks": 0, "decoder_blocks": 0})
     names = class_names or tuple(read_subset(subset).train.class_names)
-    save_generator(path, g, cfg, names, sha or file_sha256(subset / "manifest.json"), step=1)
+    save_generator(path, g, cfg, names, sha or file_digest(subset / "manifest.json"), step=1)
     return path
 
 
@@ -114,8 +115,8 @@ def test_synthesize_is_deterministic_verifiable_and_self_describing(setup):
 
     manifest = shards.read_manifest(out_a)
     assert manifest["total"] == 24 and set(manifest["counts"].values()) == {6}
-    assert manifest["generator"]["sha256"] == file_sha256(setup["generator"])
-    assert manifest["subset"]["manifest_sha256"] == file_sha256(setup["subset"] / "manifest.json")
+    assert manifest["generator"]["sha256"] == file_digest(setup["generator"])
+    assert manifest["subset"]["manifest_sha256"] == file_digest(setup["subset"] / "manifest.json")
     assert manifest["synthesis"]["n_per_class"] == 6 and manifest["masks"]["n_sources"] == [2, 3]
     assert set(manifest["versions"]) == {"hydramix", "torch", "numpy", "pillow"}
     assert {s["name"]: s["sha256"] for s in manifest["shards"]} == digests(out_a)
@@ -479,7 +480,7 @@ def test_the_manifest_covers_the_card_and_gains_only_card_sha256(setup):
     out = setup["tmp"] / "ds"
     assert synth(setup, out).exit_code == 0
     manifest = shards.read_manifest(out)
-    assert manifest["card_sha256"] == file_sha256(out / shards.CARD)
+    assert manifest["card_sha256"] == file_digest(out / shards.CARD)
     assert set(manifest) == {
         "format", "total", "class_names", "resolution", "counts", "shards", "diagnostics", "card_sha256",
         "name", "shard_size", "generator", "subset", "synthesis", "compute", "masks", "versions",

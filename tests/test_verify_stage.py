@@ -109,7 +109,7 @@ def test_verify_refuses_a_name_outside_the_dataset_before_opening_anything(tmp_p
     make_dataset(tmp_path / "ds")
     edit_manifest(tmp_path / "ds", lambda m: {**m, "shards": [*m["shards"][:1], {**m["shards"][1], "name": name}]})
     opened = []
-    monkeypatch.setattr(shards, "file_sha256", lambda path: opened.append(path) or "")
+    monkeypatch.setattr(shards, "file_digest", lambda path: opened.append(path) or "")
     monkeypatch.setattr(shards, "iter_shard", lambda path: opened.append(path) or iter(()))
     message = one_line_error(runner.invoke(app, ["verify", str(tmp_path / "ds")]))
     assert f"shards[1] names {name!r}, which is not a shard of this dataset" in message

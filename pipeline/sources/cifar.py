@@ -16,7 +16,8 @@ from io import BytesIO
 
 import numpy as np
 
-from pipeline.download import RemoteFile, fetch, file_digest, read_members
+from pipeline.digest import file_digest
+from pipeline.download import RemoteFile, fetch, read_members
 from pipeline.errors import HydraMixError
 from pipeline.imageset import ImageSet
 from pipeline.sources.source_data import SourceData, SourceFile, SourceOptions

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.download import file_digest, iter_tar
+from pipeline.digest import file_digest
+from pipeline.download import iter_tar
 from pipeline.errors import HydraMixError
 from pipeline.images import load_image
 from pipeline.imageset import ImageSet
