@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.augment import run_name
+
 K = 10
 # The shared CIFAR-10 JPEG archive; named "folder" as in the runs made before datasets were named after their
 # archive, so that old and new metrics files land in one report panel.
@@ -40,21 +42,8 @@ SYNTHETIC_RUNS = (
 )
 
 
-def run_name(method: str, augment: str | None) -> str:
-    """The report row of a run: the method, or method+augment for a combination."""
-    return method if augment in (None, "baseline") else f"{method}+{augment}"
-
-
 def jobs(root: Path) -> list[dict]:
-    """Every job of the protocol in priority order: {name, cmd, deps, outs, metrics?}."""
-    return [j for j in _all_jobs(root) if not any(j["name"].startswith(p) for p in HELD)]
-
-
-# Job-name prefixes held back (e.g. while the code they need is being written); edit to release them.
-HELD: tuple[str, ...] = ()
-
-
-def _all_jobs(root: Path) -> list[dict]:
+    """Every job of the protocol in priority order: {name, cmd, deps, outs, metrics?, keep?}."""
     out: list[dict] = []
     prepared = root / "prepared"
     out.append(
@@ -126,33 +115,27 @@ def _all_jobs(root: Path) -> list[dict]:
     out = [j for j in out if not j["name"].startswith("generator-chimeramix")]
     out += chimeramix
     cells = [(m, a, True, s) for m, a in SYNTHETIC_RUNS for s in SEEDS]
-    # Classic runs: baseline seed 0 first (its figure checks the instrument against the committed 3-seed run),
-    # then the seeds and method the 3-seed table lacks, then the rest.
     classic = [(m, None, False, s) for m in CLASSIC for s in SEEDS]
-    classic.sort(key=lambda c: (c[0] != "baseline" or c[3] != 0, c[3] < 3 and c[0] != "random-erasing"))
     # Seed by seed: whatever stops the run, the seeds that are complete are paired across every row.
     ordered = sorted(cells + classic, key=lambda c: c[3])
     for method, augment, synthetic, s in ordered:
-        if True:
-            sub = root / "subsets" / f"k{K}-seed{s}"
-            name = run_name(method, augment)
-            ckpt = root / "classifiers" / f"k{K}-seed{s}" / f"{name}.pt"
-            metrics = root / "metrics" / f"{name}-s{s}.json"
-            cmd = f"hydramix train-classifier --method {method} --seed {s} --subset {sub} --out {ckpt}"
-            deps = [str(sub / "manifest.json")]
-            if augment:
-                cmd += f" --augment {augment}"
-            if synthetic:
-                syn = root / "synthetic" / f"k{K}-seed{s}" / method
-                cmd += f" --synthetic {syn}"
-                deps.append(str(syn / "manifest.json"))
-            cmd += (
-                f" && hydramix evaluate --checkpoint {ckpt} --subset {sub} --precision fp32 "
-                f"--out-metrics {metrics} --out-plot {metrics.with_suffix('.png')}"
-            )
-            out.append(
-                {"name": f"classify-{name}-s{s}", "cmd": cmd, "deps": deps, "outs": [str(metrics)], "metrics": True}
-            )
+        sub = root / "subsets" / f"k{K}-seed{s}"
+        name = run_name(method, augment)
+        ckpt = root / "classifiers" / f"k{K}-seed{s}" / f"{name}.pt"
+        metrics = root / "metrics" / f"{name}-s{s}.json"
+        cmd = f"hydramix train-classifier --method {method} --seed {s} --subset {sub} --out {ckpt}"
+        deps = [str(sub / "manifest.json")]
+        if augment:
+            cmd += f" --augment {augment}"
+        if synthetic:
+            syn = root / "synthetic" / f"k{K}-seed{s}" / method
+            cmd += f" --synthetic {syn}"
+            deps.append(str(syn / "manifest.json"))
+        cmd += (
+            f" && hydramix evaluate --checkpoint {ckpt} --subset {sub} --precision fp32 "
+            f"--out-metrics {metrics} --out-plot {metrics.with_suffix('.png')}"
+        )
+        out.append({"name": f"classify-{name}-s{s}", "cmd": cmd, "deps": deps, "outs": [str(metrics)], "metrics": True})
     return out
 
 
