@@ -31,7 +31,7 @@ from pipeline.errors import HydraMixError
 from pipeline.train_classifier import ClassifierConfig, train_classifier
 from pipeline.train_generator import DiscriminatorConfig, ModelConfig, train_generator
 from stages.cli import app
-from tests.conftest import build_subset_dir, make_imageset, tiny_generator_config
+from tests.conftest import TINY_SYNTH, build_subset_dir, make_imageset, tiny_generator_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,18 +44,8 @@ GENERATOR = tiny_generator_config(
 CLASSIFIER = ClassifierConfig(
     arch="wrn-10-1", iterations=3, batch_size=8, warmup_iterations=1, device="cpu", precision="fp32"
 )
-SYNTHESIZE = {
-    "n_per_class": 5,
-    "seed": 0,
-    "n_sources": [2, 3],
-    "mode": "generator",
-    "batch_size": 4,
-    "flip_sources": True,
-    "mask_kind": None,
-    "device": "cpu",
-    "precision": "fp32",
-    "shards": {"name": "tiny", "shard_size": 3},  # 20 images -> 7 shards: rank 0 writes 4, rank 1 writes 3
-}
+# 20 images in shards of 3 -> 7 shards: rank 0 writes 4, rank 1 writes 3.
+SYNTHESIZE = {**TINY_SYNTH, "n_per_class": 5, "shards": {"name": "tiny", "shard_size": 3}}
 
 DRIVER = """
 import json, os, sys, hashlib
