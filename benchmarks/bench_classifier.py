@@ -4,7 +4,7 @@ Loader = a real+synthetic batch assembled on the device (index draw, gather, cro
 augmentation, normalisation), exactly what each training step calls. Training = train_classifier's measured
 img/s over a short run of the same config (forward, backward, optimiser; it includes the loader).
 Target: loader >= 5x training. With --synthetic DIR also times the one-off load of a shard directory into
-memory (pipeline.shards.load_images).
+memory (pipeline.synthesis.shards.load_images).
 
     python benchmarks/bench_classifier.py [--params params.yaml] [--iterations 30] [--synthetic DIR]
 """
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.augment import BatchAugmenter
-from pipeline.config import from_dict, replace
-from pipeline.devices import resolve_device
-from pipeline.imageset import ImageSet
-from pipeline.train_classifier import BatchSource, ClassifierConfig, channel_stats, train_classifier
+from pipeline.classify.augment import BatchAugmenter
+from pipeline.classify.train import BatchSource, ClassifierConfig, channel_stats, train_classifier
+from pipeline.core.config import from_dict, replace
+from pipeline.core.devices import resolve_device
+from pipeline.data.imageset import ImageSet
 
 
 def random_imageset(n: int, resolution: int, n_classes: int, seed: int) -> ImageSet:
@@ -81,7 +81,7 @@ def main() -> None:
     real = random_imageset(100, args.resolution, 10, 0)  # CIFAR-10 k=10
     syn = random_imageset(10_000, args.resolution, 10, 1)
     if args.synthetic is not None:
-        from pipeline.shards import load_images
+        from pipeline.synthesis.shards import load_images
 
         start = time.perf_counter()
         loaded = load_images(args.synthetic)

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_generator import benchmark_config  # noqa: E402
-from pipeline import distributed  # noqa: E402
-from pipeline.train_generator import (  # noqa: E402
+from pipeline.core import distributed  # noqa: E402
+from pipeline.generator.train import (  # noqa: E402
     train_generator,
 )
 from tests.conftest import make_imageset  # noqa: E402

@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.masks import MaskConfig  # noqa: E402
-from pipeline.train_generator import (  # noqa: E402
+from pipeline.generator.masks import MaskConfig  # noqa: E402
+from pipeline.generator.train import (  # noqa: E402
     DiscriminatorConfig,
     GeneratorConfig,
     ModelConfig,

@@ -6,7 +6,7 @@ Goal (issue 2): ``prepare`` (stream the .tar.gz, decode 60,000 JPEGs, encode 60,
     python benchmarks/bench_prepare.py                    # ../shared/datasets/cifar10-jpeg.tar.gz
     python benchmarks/bench_prepare.py --archive PATH --k 10 --seed 0 --rounds 2
 
-It calls the library (``pipeline.prepare``) directly, so the figures exclude the CLI's start-up (importing
+It calls the library (``pipeline.data.prepare``) directly, so the figures exclude the CLI's start-up (importing
 every stage module); the load average is printed beside them because other work on the machine slows
 single rounds, and the CPU seconds used (this process + its workers), which do not depend on that load.
 It also checks the subset is byte-identical across rounds.
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.prepare import PrepareConfig, SubsetConfig, make_subset, prepare
+from pipeline.data.prepare import PrepareConfig, SubsetConfig, make_subset, prepare
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 

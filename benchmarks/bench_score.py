@@ -5,7 +5,7 @@ SPEED ONLY: the model is a RANDOMLY INITIALISED open_clip ViT-B-32 (no pretraine
 is not part of the per-image cost). No metric value is computed for reporting or printed.
 
 full scorer = uint8 batch -> device -> resize/crop/normalise -> image tower -> p(s|x) over 1,000 synsets ->
-per-class accumulators + top-k rows into a Parquet file, i.e. ``pipeline.clip_scorer.score_source``.
+per-class accumulators + top-k rows into a Parquet file, i.e. ``pipeline.metric.clip_scorer.score_source``.
 bare forward = ``model.encode_image`` on already preprocessed pixels, same batch size, precision and autocast.
 
     python benchmarks/bench_score.py [--n 128] [--batch-size 32] [--precision fp32|bf16] [--resolution 32]
@@ -22,7 +22,8 @@ import numpy as np
 import open_clip
 import torch
 
-from pipeline.clip_scorer import (
+from pipeline.core.devices import resolve_device
+from pipeline.metric.clip_scorer import (
     SampleTableWriter,
     ScoreSource,
     batches_from_arrays,
@@ -32,8 +33,7 @@ from pipeline.clip_scorer import (
     score_dtype,
     score_source,
 )
-from pipeline.devices import resolve_device
-from pipeline.synsets import imagenet_vocabulary
+from pipeline.metric.synsets import imagenet_vocabulary
 
 
 def main() -> None:

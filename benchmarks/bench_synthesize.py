@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.devices import autocast, resolve_device, resolve_dtype
-from pipeline.imageset import ImageSet, encode_png
-from pipeline.masks import MaskConfig, MaskSampler, segment_images, to_feature_resolution
-from pipeline.networks import HydraMixGenerator
-from pipeline.subsets import read_subset
-from pipeline.synthesis import SynthConfig, Synthesizer
+from pipeline.core.devices import autocast, resolve_device, resolve_dtype
+from pipeline.data.imageset import ImageSet, encode_png
+from pipeline.data.subsets import read_subset
+from pipeline.generator.masks import MaskConfig, MaskSampler, segment_images, to_feature_resolution
+from pipeline.generator.networks import HydraMixGenerator
+from pipeline.synthesis.engine import SynthConfig, Synthesizer
 
 CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
@@ -174,7 +174,7 @@ def main() -> None:
 
     train, desc = load_images(args.subset, args.k)
     if args.generator is not None:
-        from pipeline.train_generator import load_generator
+        from pipeline.generator.train import load_generator
 
         generator, _ = load_generator(args.generator)
         gdesc = f"checkpoint {args.generator}"

@@ -168,11 +168,11 @@ def eval_rate(checkpoint: Path, subset: Path, out: Path, batch_size: int, thread
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from pipeline.devices import resolve_device, resolve_dtype
-    from pipeline.evaluate import predict
-    from pipeline.subsets import read_subset
-    from pipeline.threads import set_torch_threads
-    from pipeline.train_classifier import load_checkpoint
+    from pipeline.classify.evaluate import predict
+    from pipeline.classify.train import load_checkpoint
+    from pipeline.core.devices import resolve_device, resolve_dtype
+    from pipeline.core.threads import set_torch_threads
+    from pipeline.data.subsets import read_subset
 
     set_torch_threads(int(threads) if threads.isdigit() else "auto")
     model, meta = load_checkpoint(checkpoint)

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.augment import run_name
+from pipeline.classify.augment import run_name
 
 K = 10
 # The shared CIFAR-10 JPEG archive; named "folder" as in the runs made before datasets were named after their

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from pipeline.errors import HydraMixError
+from pipeline.core.errors import HydraMixError
 
 T = TypeVar("T")
 
@@ -163,7 +163,7 @@ def _global_options(
         ),
     ] = False,
 ) -> None:
-    from pipeline import progress
+    from pipeline.core import progress
 
     progress.set_quiet(quiet)  # set on every invocation, so one quiet run does not silence the next
 
@@ -217,7 +217,7 @@ def load_section(params_path: Path, section: str, cls: type[T]) -> T:
     """Read ``section`` of the YAML file ``params_path`` into the frozen config dataclass ``cls``."""
     import yaml
 
-    from pipeline.config import from_dict
+    from pipeline.core.config import from_dict
 
     if not params_path.is_file():
         raise HydraMixError(f"params file {params_path} not found (pass --params PATH)")

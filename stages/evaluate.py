@@ -8,14 +8,14 @@ from typing import Annotated
 import torch
 import typer
 
-from pipeline.atomic import write_json
-from pipeline.augment import run_name
-from pipeline.devices import resolve_device, resolve_dtype
-from pipeline.errors import HydraMixError
-from pipeline.evaluate import accuracy_metrics, plot_confusion, predict
-from pipeline.subsets import read_subset
-from pipeline.threads import set_torch_threads
-from pipeline.train_classifier import check_compatible, load_checkpoint
+from pipeline.classify.augment import run_name
+from pipeline.classify.evaluate import accuracy_metrics, plot_confusion, predict
+from pipeline.classify.train import check_compatible, load_checkpoint
+from pipeline.core.atomic import write_json
+from pipeline.core.devices import resolve_device, resolve_dtype
+from pipeline.core.errors import HydraMixError
+from pipeline.core.threads import set_torch_threads
+from pipeline.data.subsets import read_subset
 from stages.app import ThreadsOption, existing_dir, existing_file, parse_threads, stage
 
 

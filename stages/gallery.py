@@ -9,12 +9,12 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from pipeline.atomic import write_file
-from pipeline.digest import file_digest
-from pipeline.errors import HydraMixError
-from pipeline.gallery import DEFAULT_PER_CLASS, pick_samples, render_gallery
-from pipeline.imageset import read_parquet
-from pipeline.shards import CARD, iter_samples, read_manifest
+from pipeline.core.atomic import write_file
+from pipeline.core.digest import file_digest
+from pipeline.core.errors import HydraMixError
+from pipeline.data.imageset import read_parquet
+from pipeline.synthesis.gallery import DEFAULT_PER_CLASS, pick_samples, render_gallery
+from pipeline.synthesis.shards import CARD, iter_samples, read_manifest
 from stages.app import existing_dir, existing_file, stage
 
 

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from pipeline.atomic import check_writable
-from pipeline.config import replace
-from pipeline.errors import DownloadError, HydraMixError, WriteError
-from pipeline.prepare import PrepareConfig, prepare
+from pipeline.core.atomic import check_writable
+from pipeline.core.config import replace
+from pipeline.core.errors import DownloadError, HydraMixError, WriteError
+from pipeline.data.prepare import PrepareConfig, prepare
 from stages.app import ParamsOption, ThreadsOption, load_section, parse_threads, stage
 
 # What a user without network can do instead of downloading (README "Your own dataset").

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.atomic import write_file
-from pipeline.errors import HydraMixError
-from pipeline.report import aggregate, compare, load_metrics, markdown_table, plot_results, results_csv
+from pipeline.classify.report import aggregate, compare, load_metrics, markdown_table, plot_results, results_csv
+from pipeline.core.atomic import write_file
+from pipeline.core.errors import HydraMixError
 from stages.app import stage
 
 

@@ -13,8 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.atomic import write_json
-from pipeline.clip_scorer import (
+from pipeline.core.atomic import write_json
+from pipeline.core.config import replace, to_dict
+from pipeline.core.errors import HydraMixError
+from pipeline.core.threads import set_torch_threads
+from pipeline.data.imageset import ImageSet
+from pipeline.data.subsets import read_subset
+from pipeline.metric.clip_scorer import (
     LoadedClip,
     SampleTableWriter,
     ScoreConfig,
@@ -27,14 +32,9 @@ from pipeline.clip_scorer import (
     score_source,
     text_embeddings,
 )
-from pipeline.config import replace, to_dict
-from pipeline.errors import HydraMixError
-from pipeline.imageset import ImageSet
-from pipeline.metric import ClassMetrics
-from pipeline.shards import iter_samples, read_manifest
-from pipeline.subsets import read_subset
-from pipeline.synsets import Vocabulary, load_vocabulary, templates
-from pipeline.threads import set_torch_threads
+from pipeline.metric.entropy import ClassMetrics
+from pipeline.metric.synsets import Vocabulary, load_vocabulary, templates
+from pipeline.synthesis.shards import iter_samples, read_manifest
 from stages.app import ParamsOption, ThreadsOption, existing_dir, load_section, parse_threads, stage
 
 HOW_TO_PROVIDE_WEIGHTS = (

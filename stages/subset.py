@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from pipeline.atomic import check_writable
-from pipeline.config import replace
-from pipeline.errors import HydraMixError, WriteError
-from pipeline.prepare import SubsetConfig, make_subset
+from pipeline.core.atomic import check_writable
+from pipeline.core.config import replace
+from pipeline.core.errors import HydraMixError, WriteError
+from pipeline.data.prepare import SubsetConfig, make_subset
 from stages.app import ParamsOption, existing_dir, load_section, stage
 
 

@@ -1,8 +1,8 @@
 """``hydramix synthesize``: a trained generator + its subset -> a reproducible WebDataset shard dataset.
 
-The work is ``pipeline.synthesize_dataset.synthesize_dataset`` (identity, ranks, resume, writing); this command
-parses the flags, loads the ``synthesize`` section (and, in pixel mode without a generator, ``generator.masks``),
-calls it, writes --metrics / --timings and prints a one-line summary.
+The work is ``pipeline.synthesis.synthesize_dataset.synthesize_dataset`` (identity, ranks, resume, writing); this
+command parses the flags, loads the ``synthesize`` section (and, in pixel mode without a generator,
+``generator.masks``), calls it, writes --metrics / --timings and prints a one-line summary.
 
 --metrics gets what the dataset is (counts, set diagnostics): the same for the same inputs, so a forced re-run
 changes no metric. --timings gets how this run went (seconds, images/s, memory, shards kept on resume).
@@ -16,14 +16,14 @@ from typing import Annotated
 import typer
 import yaml
 
-from pipeline import distributed
-from pipeline.atomic import write_json
-from pipeline.config import from_dict, replace
-from pipeline.errors import HydraMixError
-from pipeline.masks import MaskConfig
-from pipeline.synthesis import SynthConfig
-from pipeline.synthesize_dataset import SynthesisRequest, synthesize_dataset
-from pipeline.threads import set_torch_threads
+from pipeline.core import distributed
+from pipeline.core.atomic import write_json
+from pipeline.core.config import from_dict, replace
+from pipeline.core.errors import HydraMixError
+from pipeline.core.threads import set_torch_threads
+from pipeline.generator.masks import MaskConfig
+from pipeline.synthesis.engine import SynthConfig
+from pipeline.synthesis.synthesize_dataset import SynthesisRequest, synthesize_dataset
 from stages.app import (
     ParamsOption,
     ThreadsOption,

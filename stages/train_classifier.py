@@ -13,15 +13,15 @@ from typing import Annotated
 
 import typer
 
-from pipeline import distributed
-from pipeline.atomic import check_writable, write_json
-from pipeline.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_METHODS, resolve_augment, run_name
-from pipeline.classifiers import ARCHITECTURES
-from pipeline.config import replace
-from pipeline.errors import HydraMixError, WriteError
-from pipeline.subsets import read_subset
-from pipeline.threads import set_torch_threads
-from pipeline.train_classifier import ClassifierConfig, save_checkpoint, train_classifier
+from pipeline.classify.architectures import ARCHITECTURES
+from pipeline.classify.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_METHODS, resolve_augment, run_name
+from pipeline.classify.train import ClassifierConfig, save_checkpoint, train_classifier
+from pipeline.core import distributed
+from pipeline.core.atomic import check_writable, write_json
+from pipeline.core.config import replace
+from pipeline.core.errors import HydraMixError, WriteError
+from pipeline.core.threads import set_torch_threads
+from pipeline.data.subsets import read_subset
 from stages.app import ParamsOption, ThreadsOption, existing_dir, load_section, parse_threads, stage
 
 
@@ -118,9 +118,9 @@ def train_classifier_command(
     data = read_subset(subset)
     synthetic_set, synthetic_manifest = None, None
     if synthetic is not None:
-        from pipeline.digest import file_digest
-        from pipeline.shards import load_images, read_manifest
-        from pipeline.train_classifier import check_synthetic
+        from pipeline.classify.train import check_synthetic
+        from pipeline.core.digest import file_digest
+        from pipeline.synthesis.shards import load_images, read_manifest
 
         synthetic_manifest = read_manifest(synthetic)
         if list(synthetic_manifest.get("class_names", [])) != list(data.train.class_names):

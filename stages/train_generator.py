@@ -15,14 +15,14 @@ from typing import Annotated
 
 import typer
 
-from pipeline import distributed
-from pipeline.atomic import check_writable, write_json
-from pipeline.config import replace
-from pipeline.errors import HydraMixError, WriteError
-from pipeline.masks import MASK_KINDS
-from pipeline.subsets import read_subset
-from pipeline.threads import set_torch_threads
-from pipeline.train_generator import (
+from pipeline.core import distributed
+from pipeline.core.atomic import check_writable, write_json
+from pipeline.core.config import replace
+from pipeline.core.errors import HydraMixError, WriteError
+from pipeline.core.threads import set_torch_threads
+from pipeline.data.subsets import read_subset
+from pipeline.generator.masks import MASK_KINDS
+from pipeline.generator.train import (
     RUN_KEYS,
     GeneratorConfig,
     save_generator,

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.errors import HydraMixError
-from pipeline.shards import read_manifest, verify_dataset
+from pipeline.core.errors import HydraMixError
+from pipeline.synthesis.shards import read_manifest, verify_dataset
 from stages.app import existing_dir, stage
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.imageset import ImageSet
-from pipeline.masks import MaskConfig
-from pipeline.subsets import write_subset
-from pipeline.train_generator import DiscriminatorConfig, GeneratorConfig, ModelConfig
+from pipeline.data.imageset import ImageSet
+from pipeline.data.subsets import write_subset
+from pipeline.generator.masks import MaskConfig
+from pipeline.generator.train import DiscriminatorConfig, GeneratorConfig, ModelConfig
 
 TINY_CLASSES = ("circle", "square", "stripes", "checker")
 

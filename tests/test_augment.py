@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.augment import (
+from pipeline.classify.augment import (
     CLASSIC_AUGMENTATIONS,
     SYNTHETIC_METHODS,
     AugmentConfig,
@@ -17,7 +17,7 @@ from pipeline.augment import (
     resolve_augment,
     run_name,
 )
-from pipeline.errors import HydraMixError
+from pipeline.core.errors import HydraMixError
 
 
 def _candidates(image: np.ndarray, pad: int) -> list[np.ndarray]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.blur import blur_uint8, fit_blur_sigma, gaussian_blur
-from pipeline.diagnostics import high_frequency_share
+from pipeline.synthesis.blur import blur_uint8, fit_blur_sigma, gaussian_blur
+from pipeline.synthesis.diagnostics import high_frequency_share
 
 
 def _noise_uint8(m: int = 6, size: int = 32, seed: int = 0) -> np.ndarray:

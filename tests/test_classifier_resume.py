@@ -14,8 +14,8 @@ from conftest import make_imageset
 from test_classifier_stages import PARAMS, write_synthetic
 from typer.testing import CliRunner
 
-from pipeline.errors import HydraMixError
-from pipeline.train_classifier import BatchSource, ClassifierConfig, load_checkpoint, train_classifier
+from pipeline.classify.train import BatchSource, ClassifierConfig, load_checkpoint, train_classifier
+from pipeline.core.errors import HydraMixError
 from stages.cli import app
 
 BASE = ClassifierConfig(

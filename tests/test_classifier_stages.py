@@ -9,8 +9,8 @@ import pytest
 from conftest import make_imageset
 from typer.testing import CliRunner
 
-from pipeline.digest import file_digest
-from pipeline.shards import Sample, finish_dataset, write_shard
+from pipeline.core.digest import file_digest
+from pipeline.synthesis.shards import Sample, finish_dataset, write_shard
 
 runner = CliRunner()
 
@@ -56,7 +56,7 @@ def params(tmp_path) -> Path:
 
 
 def write_synthetic(directory: Path, n_classes: int = 4, n_per_class: int = 3, subset: Path | None = None) -> Path:
-    """A tiny synthetic dataset directory in the shard format of pipeline.shards, made from ``subset``."""
+    """A tiny synthetic dataset directory in the shard format of pipeline.synthesis.shards, made from ``subset``."""
     images = make_imageset(n_per_class, resolution=16, n_classes=n_classes, seed=9)
     directory.mkdir(parents=True)
     samples = [
@@ -287,7 +287,7 @@ def test_evaluate_refuses_another_subset(app, tmp_path, params, tiny_subset, mak
 
 
 def test_evaluate_on_the_validation_split(app, tmp_path, params, tiny_subset):
-    from pipeline.subsets import read_subset, write_subset
+    from pipeline.data.subsets import read_subset, write_subset
 
     ckpt = tmp_path / "b.pt"
     assert (

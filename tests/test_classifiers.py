@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.classifiers import ARCHITECTURES, WideResNet, build_classifier
-from pipeline.errors import HydraMixError
+from pipeline.classify.architectures import ARCHITECTURES, WideResNet, build_classifier
+from pipeline.core.errors import HydraMixError
 
 
 def test_registry_names():

@@ -12,8 +12,9 @@ import open_clip
 import pytest
 import torch
 
-from pipeline import clip_scorer, shards
-from pipeline.clip_scorer import (
+from pipeline.core.errors import HydraMixError
+from pipeline.metric import clip_scorer
+from pipeline.metric.clip_scorer import (
     SAMPLE_SCHEMA,
     SampleTableWriter,
     ScoreSource,
@@ -28,9 +29,9 @@ from pipeline.clip_scorer import (
     score_source,
     text_embeddings,
 )
-from pipeline.errors import HydraMixError
-from pipeline.shards import Sample
-from pipeline.synsets import imagenet_vocabulary, load_vocabulary, read_vocabulary, templates
+from pipeline.metric.synsets import imagenet_vocabulary, load_vocabulary, read_vocabulary, templates
+from pipeline.synthesis import shards
+from pipeline.synthesis.shards import Sample
 
 TINY_NAME = "hydramix-test-tiny"
 TINY_CFG = {

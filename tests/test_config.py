@@ -7,8 +7,8 @@ from typing import Literal
 
 import pytest
 
-from pipeline.config import from_dict, replace, to_dict
-from pipeline.errors import ConfigError, HydraMixError
+from pipeline.core.config import from_dict, replace, to_dict
+from pipeline.core.errors import ConfigError, HydraMixError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.diagnostics import (
+from pipeline.synthesis.diagnostics import (
     HF_CUTOFF,
     high_frequency_share,
     largest_source_share,

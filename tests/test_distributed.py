@@ -24,12 +24,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import pipeline.train_generator as tg
-from pipeline import distributed
-from pipeline.config import to_dict
-from pipeline.errors import HydraMixError
-from pipeline.train_classifier import ClassifierConfig, train_classifier
-from pipeline.train_generator import DiscriminatorConfig, ModelConfig, train_generator
+import pipeline.generator.train as tg
+from pipeline.classify.train import ClassifierConfig, train_classifier
+from pipeline.core import distributed
+from pipeline.core.config import to_dict
+from pipeline.core.errors import HydraMixError
+from pipeline.generator.train import DiscriminatorConfig, ModelConfig, train_generator
 from stages.cli import app
 from tests.conftest import TINY_SYNTH, build_subset_dir, make_imageset, tiny_generator_config
 
@@ -52,10 +52,10 @@ import json, os, sys, hashlib
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from pipeline import distributed
-from pipeline.config import from_dict
-from pipeline.train_classifier import ClassifierConfig, train_classifier
-from pipeline.train_generator import GeneratorConfig, train_generator
+from pipeline.core import distributed
+from pipeline.core.config import from_dict
+from pipeline.classify.train import ClassifierConfig, train_classifier
+from pipeline.generator.train import GeneratorConfig, train_generator
 from stages.cli import app
 from tests.conftest import make_imageset
 
@@ -77,7 +77,7 @@ with distributed.session() as launch:
     c = train_classifier("mixup", make_imageset(6, resolution=16, n_classes=4),
                          from_dict(ClassifierConfig, spec["classifier"], "c"), progress=False)
     # The same training killed in step 3 (both processes) after the checkpoint of step 2, then resumed.
-    import pipeline.train_classifier as tc
+    import pipeline.classify.train as tc
     real_next, calls = tc.BatchSource.next_batch, {"n": 0}
     def killed_in_step_3(self):
         calls["n"] += 1

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import shards
-from pipeline.dataset_card import render_card
-from pipeline.shards import Sample
+from pipeline.synthesis import shards
+from pipeline.synthesis.dataset_card import render_card
+from pipeline.synthesis.shards import Sample
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/shards.md")

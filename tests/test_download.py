@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.digest import file_digest
-from pipeline.download import (
+from pipeline.core.digest import file_digest
+from pipeline.core.errors import HydraMixError
+from pipeline.data.download import (
     RemoteFile,
     download,
     fetch,
@@ -24,7 +25,6 @@ from pipeline.download import (
     read_members,
     safe_extract,
 )
-from pipeline.errors import HydraMixError
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -282,7 +282,7 @@ def test_read_members_and_folders_say_truncated_even_when_the_cut_leaves_a_split
     early.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])  # test/ never starts
     with pytest.raises(HydraMixError, match="truncated archive"):
         read_members(early, {"ds/train/c0/0.bin"})  # found early, but the file must still be whole
-    from pipeline.sources.folder import load_folder_path
+    from pipeline.data.sources.folder import load_folder_path
 
     with pytest.raises(HydraMixError, match=rf"{re.escape(str(early))}: truncated archive"):
         load_folder_path(early, 8, progress=False)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluate import accuracy_metrics, plot_confusion, predict
-from pipeline.imageset import ImageSet
+from pipeline.classify.evaluate import accuracy_metrics, plot_confusion, predict
+from pipeline.data.imageset import ImageSet
 
 
 def test_accuracy_metrics_hand_made_case():

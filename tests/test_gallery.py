@@ -1,4 +1,4 @@
-"""``hydramix gallery``: the page's content (pure ``pipeline.gallery``), the command end to end on a tiny
+"""``hydramix gallery``: the page's content (pure ``pipeline.synthesis.gallery``), the command end to end on a tiny
 synthesized set and its one-line errors, and (slow) the page rendered by a real headless Chromium."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from conftest import TINY_MASKS, TINY_SYNTH
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline import gallery, shards
-from pipeline.shards import Sample
+from pipeline.synthesis import gallery, shards
+from pipeline.synthesis.shards import Sample
 from stages.cli import app
 
 runner = CliRunner()

@@ -14,9 +14,9 @@ import yaml
 from conftest import TINY_MASKS, TINY_SYNTH
 from typer.testing import CliRunner
 
-from pipeline import shards
-from pipeline.dataset_card import PROVENANCE_FEATURES, front_matter, render_card
-from pipeline.shards import Sample, ShardConfig
+from pipeline.synthesis import shards
+from pipeline.synthesis.dataset_card import PROVENANCE_FEATURES, front_matter, render_card
+from pipeline.synthesis.shards import Sample, ShardConfig
 from stages.cli import app
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import HydraMixError
-from pipeline.images import load_image, looks_like_image
+from pipeline.core.errors import HydraMixError
+from pipeline.data.images import load_image, looks_like_image
 
 
 def encode(im: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import HydraMixError
-from pipeline.imageset import ImageSet, decode_png, encode_png, read_parquet, write_parquet
+from pipeline.core.errors import HydraMixError
+from pipeline.data.imageset import ImageSet, decode_png, encode_png, read_parquet, write_parquet
 from tests.conftest import make_imageset
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.losses import (
+from pipeline.generator.losses import (
     image_loss,
     laplacian_pyramid,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
     pyramid_l1,
 )
-from pipeline.masks import pixel_composite
+from pipeline.generator.masks import pixel_composite
 
 
 def test_pyramid_shapes_and_constant_image() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import from_dict
-from pipeline.errors import ConfigError
-from pipeline.masks import (
+from pipeline.core.config import from_dict
+from pipeline.core.errors import ConfigError
+from pipeline.generator.masks import (
     MaskConfig,
     MaskSampler,
     colorize,

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.clip_scorer import (
+from pipeline.metric.clip_scorer import (
     ScoreSource,
     batches_from_arrays,
     clip_from_model,
     score_source,
     text_embeddings,
 )
-from pipeline.metric import SynsetAccumulator, class_metrics, entropy, synset_probabilities
-from pipeline.synsets import Vocabulary
+from pipeline.metric.entropy import SynsetAccumulator, class_metrics, entropy, synset_probabilities
+from pipeline.metric.synsets import Vocabulary
 
 S = 4
 SCALE = 10.0  # small enough that the peaked distribution is not one-hot: a non-trivial exact entropy

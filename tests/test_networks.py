@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.networks import HydraMixGenerator, PatchDiscriminator
+from pipeline.generator.networks import HydraMixGenerator, PatchDiscriminator
 
 
 def _grid_masks(b: int, n: int, h: int, w: int) -> torch.Tensor:

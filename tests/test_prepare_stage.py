@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.imageset import read_parquet
-from pipeline.prepare import PrepareConfig, prepare
+from pipeline.data.imageset import read_parquet
+from pipeline.data.prepare import PrepareConfig, prepare
 from stages.cli import app
 
 runner = CliRunner()
@@ -129,7 +129,7 @@ def test_name_param_and_flag_name_the_data(tmp_path):
 
 
 def test_dataset_name_strips_archive_suffixes():
-    from pipeline.sources.folder import dataset_name
+    from pipeline.data.sources.folder import dataset_name
 
     assert dataset_name(Path("../shared/datasets/cifar10-jpeg.tar.gz")) == "cifar10-jpeg"
     assert dataset_name(Path("x/photos.tgz")) == "photos" and dataset_name(Path("x/photos.tar")) == "photos"

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from pipeline import progress
+from pipeline.core import progress
 
 
 class FakeTerminal(io.StringIO):

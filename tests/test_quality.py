@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from pipeline.quality import MAX_PSNR_DB, fidelity_report, mask_fidelity, plain_mean, psnr
+from pipeline.generator.quality import MAX_PSNR_DB, fidelity_report, mask_fidelity, plain_mean, psnr
 
 
 def test_psnr_known_values() -> None:

@@ -8,9 +8,8 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-import pipeline.report
-from pipeline.errors import HydraMixError
-from pipeline.report import (
+import pipeline.classify.report
+from pipeline.classify.report import (
     aggregate,
     best_classic,
     compare,
@@ -21,6 +20,7 @@ from pipeline.report import (
     results_csv,
     t_interval,
 )
+from pipeline.core.errors import HydraMixError
 from stages.cli import app
 
 runner = CliRunner()
@@ -240,7 +240,7 @@ def test_single_seed_shows_the_difference_without_interval(tmp_path, monkeypatch
     assert "| cifar10 | 50 | hydramix | 40.00 | 40.00 | 1 | +10.00 [—] | +5.00 [—] vs mixup | 0 |" in table
 
     figures = []
-    monkeypatch.setattr(pipeline.report, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(pipeline.classify.report, "save_figure", lambda fig, path: figures.append(fig))
     plot_results(report, tmp_path / "plot.png")
     (top10, top50), (bottom10, bottom50) = figures[0].axes[:2], figures[0].axes[2:]
 

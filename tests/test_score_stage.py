@@ -13,7 +13,7 @@ import yaml
 from test_clip_scorer import TINY_NAME, synthetic_dataset, tiny_checkpoint, write_lines
 from typer.testing import CliRunner
 
-from pipeline.clip_scorer import SAMPLE_SCHEMA
+from pipeline.metric.clip_scorer import SAMPLE_SCHEMA
 from stages.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

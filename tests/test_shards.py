@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import shards
-from pipeline.atomic import write_json
-from pipeline.errors import HydraMixError
-from pipeline.shards import Sample, ShardConfig
+from pipeline.core.atomic import write_json
+from pipeline.core.errors import HydraMixError
+from pipeline.synthesis import shards
+from pipeline.synthesis.shards import Sample, ShardConfig
 
 CLASSES = ("a", "b", "c")
 
@@ -299,7 +299,7 @@ def test_write_dataset_split_writes_the_manifest_when_the_last_share_is_done(tmp
 
 
 def test_licence_caveat_follows_the_source_dataset():
-    from pipeline.dataset_card import licence_caveat
+    from pipeline.synthesis.dataset_card import licence_caveat
 
     assert "ciFAIR" in licence_caveat({"dataset": "cifair100"})
     assert "Krizhevsky" in licence_caveat({"dataset": "folder", "source": "/data/cifar10-jpeg.tar.gz"})

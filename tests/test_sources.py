@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.download import RemoteFile
-from pipeline.errors import HydraMixError
-from pipeline.sources import SOURCES, SourceOptions, load_source
-from pipeline.sources.cifar import CIFAIR10, CIFAIR100, load_cifar_release, parse_cifar_batch
-from pipeline.sources.folder import load_folder_path
-from pipeline.sources.stl10 import STL10_BINARY, load_stl10_archive
+from pipeline.core.errors import HydraMixError
+from pipeline.data.download import RemoteFile
+from pipeline.data.sources import SOURCES, SourceOptions, load_source
+from pipeline.data.sources.cifar import CIFAIR10, CIFAIR100, load_cifar_release, parse_cifar_batch
+from pipeline.data.sources.folder import load_folder_path
+from pipeline.data.sources.stl10 import STL10_BINARY, load_stl10_archive
 
 # --- fabrication helpers ----------------------------------------------------------------------------------
 
@@ -370,7 +370,7 @@ def test_links_inside_the_tree_are_skipped_and_counted_in_trees_and_archives_ali
 
 
 def test_a_file_swapped_for_a_link_after_the_walk_is_not_followed(tmp_path, monkeypatch):
-    import pipeline.sources.folder as folder
+    import pipeline.data.sources.folder as folder
 
     tree = _write_tree(tmp_path / "ds", _tree_files())
     (tmp_path / "secret.png").write_bytes(_png((7, 7, 7)))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.errors import HydraMixError
-from pipeline.imageset import read_parquet
-from pipeline.prepare import PrepareConfig, SubsetConfig, make_subset, prepare
-from pipeline.subsets import read_subset
+from pipeline.core.errors import HydraMixError
+from pipeline.data.imageset import read_parquet
+from pipeline.data.prepare import PrepareConfig, SubsetConfig, make_subset, prepare
+from pipeline.data.subsets import read_subset
 from stages.cli import app
 from tests.test_prepare_stage import make_folder_archive, write_params
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import HydraMixError
-from pipeline.subsets import draw_subset, read_subset, write_subset
+from pipeline.core.errors import HydraMixError
+from pipeline.data.subsets import draw_subset, read_subset, write_subset
 from tests.conftest import make_imageset
 
 LABELS = np.repeat(np.arange(3), [10, 12, 7])

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.synthesis as synthesis
-from pipeline.config import from_dict, to_dict
-from pipeline.errors import ConfigError, HydraMixError
-from pipeline.imageset import ImageSet
-from pipeline.masks import MaskConfig
-from pipeline.networks import HydraMixGenerator
-from pipeline.synthesis import SynthConfig, Synthesizer
+import pipeline.synthesis.engine as synthesis
+from pipeline.core.config import from_dict, to_dict
+from pipeline.core.errors import ConfigError, HydraMixError
+from pipeline.data.imageset import ImageSet
+from pipeline.generator.masks import MaskConfig
+from pipeline.generator.networks import HydraMixGenerator
+from pipeline.synthesis.engine import SynthConfig, Synthesizer
 
 CPU = torch.device("cpu")
 MASKS = MaskConfig(scale=10.0, sigma=0.0, min_size=4)

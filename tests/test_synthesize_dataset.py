@@ -1,4 +1,5 @@
-"""``pipeline.synthesize_dataset`` called directly (no Typer): the same bytes as the command, resume, errors."""
+"""``pipeline.synthesis.synthesize_dataset`` called directly (no Typer): the same bytes as the command, resume,
+errors."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import from_dict, replace
-from pipeline.errors import HydraMixError
-from pipeline.masks import MaskConfig
-from pipeline.synthesis import SynthConfig
-from pipeline.synthesize_dataset import SynthesisRequest, synthesize_dataset
+from pipeline.core.config import from_dict, replace
+from pipeline.core.errors import HydraMixError
+from pipeline.generator.masks import MaskConfig
+from pipeline.synthesis.engine import SynthConfig
+from pipeline.synthesis.synthesize_dataset import SynthesisRequest, synthesize_dataset
 from tests.test_synthesize_stage import MASKS, SYNTH, digests, make_generator, synth
 
 CFG = from_dict(SynthConfig, SYNTH, where="test")

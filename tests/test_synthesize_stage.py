@@ -23,20 +23,20 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline import shards
-from pipeline.devices import resolve_device
-from pipeline.digest import file_digest
-from pipeline.masks import MaskConfig
-from pipeline.networks import HydraMixGenerator
-from pipeline.shards import ShardConfig
-from pipeline.subsets import read_subset
-from pipeline.synthesis import SynthConfig, Synthesizer
-from pipeline.train_generator import (
+from pipeline.core.devices import resolve_device
+from pipeline.core.digest import file_digest
+from pipeline.data.subsets import read_subset
+from pipeline.generator.masks import MaskConfig
+from pipeline.generator.networks import HydraMixGenerator
+from pipeline.generator.train import (
     DiscriminatorConfig,
     GeneratorConfig,
     ModelConfig,
     save_generator,
 )
+from pipeline.synthesis import shards
+from pipeline.synthesis.engine import SynthConfig, Synthesizer
+from pipeline.synthesis.shards import ShardConfig
 from stages.cli import app
 from tests.conftest import TINY_MASKS, TINY_SYNTH, tiny_generator_config
 
@@ -491,7 +491,7 @@ def test_the_manifest_covers_the_card_and_gains_only_card_sha256(setup):
 
 HOLD_LOCK = """
 import sys, time
-from pipeline.shards import lock_directory
+from pipeline.synthesis.shards import lock_directory
 with lock_directory(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)
@@ -520,7 +520,7 @@ def test_a_second_synthesize_into_the_same_out_is_refused(setup):
 # `hydramix` with rendering slowed to 20 ms per chunk, so that a shard takes about a second to write.
 SLOW_HYDRAMIX = """
 import time
-from pipeline.synthesis import Synthesizer
+from pipeline.synthesis.engine import Synthesizer
 from stages.cli import main
 render = Synthesizer.render
 Synthesizer.render = lambda self, ids: time.sleep(0.02) or render(self, ids)

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from pipeline.config import from_dict
-from pipeline.errors import ConfigError
-from pipeline.threads import check_threads, physical_cores, resolve_threads
+from pipeline.core.config import from_dict
+from pipeline.core.errors import ConfigError
+from pipeline.core.threads import check_threads, physical_cores, resolve_threads
 
 
 def test_a_number_is_used_as_given():
@@ -36,10 +36,10 @@ def test_bad_values_are_rejected(bad):
 @pytest.mark.parametrize(
     "section, cls",
     [
-        ("synthesize", "pipeline.synthesis:SynthConfig"),
-        ("score", "pipeline.clip_scorer:ScoreConfig"),
-        ("classifier", "pipeline.train_classifier:ClassifierConfig"),
-        ("prepare", "pipeline.prepare:PrepareConfig"),
+        ("synthesize", "pipeline.synthesis.engine:SynthConfig"),
+        ("score", "pipeline.metric.clip_scorer:ScoreConfig"),
+        ("classifier", "pipeline.classify.train:ClassifierConfig"),
+        ("prepare", "pipeline.data.prepare:PrepareConfig"),
     ],
 )
 def test_every_compute_section_has_a_checked_threads_key(section, cls):
@@ -62,7 +62,7 @@ def test_the_generator_section_too_and_threads_do_not_block_a_resume():
 
     import yaml
 
-    from pipeline.train_generator import _RESUME_FREE_KEYS, GeneratorConfig
+    from pipeline.generator.train import _RESUME_FREE_KEYS, GeneratorConfig
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     assert from_dict(GeneratorConfig, params["generator"]).threads == "auto"

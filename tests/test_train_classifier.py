@@ -9,10 +9,8 @@ import pytest
 import torch
 from conftest import make_imageset
 
-from pipeline.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter
-from pipeline.errors import HydraMixError
-from pipeline.imageset import ImageSet
-from pipeline.train_classifier import (
+from pipeline.classify.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter
+from pipeline.classify.train import (
     BatchSource,
     ClassifierConfig,
     check_compatible,
@@ -24,6 +22,8 @@ from pipeline.train_classifier import (
     split_validation,
     train_classifier,
 )
+from pipeline.core.errors import HydraMixError
+from pipeline.data.imageset import ImageSet
 
 TINY = ClassifierConfig(arch="wrn-10-1", iterations=3, batch_size=8, warmup_iterations=1, device="cpu")
 

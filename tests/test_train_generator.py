@@ -13,11 +13,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import pipeline.train_generator as tg
-from pipeline.config import from_dict, to_dict
-from pipeline.errors import ConfigError, HydraMixError
-from pipeline.masks import MaskConfig
-from pipeline.train_generator import (
+import pipeline.generator.train as tg
+from pipeline.core.config import from_dict, to_dict
+from pipeline.core.errors import ConfigError, HydraMixError
+from pipeline.generator.masks import MaskConfig
+from pipeline.generator.train import (
     GeneratorConfig,
     load_generator,
     save_generator,

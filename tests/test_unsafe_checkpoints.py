@@ -15,10 +15,10 @@ from test_score_stage import invoke as invoke_score
 from test_score_stage import write_params
 from typer.testing import CliRunner
 
-from pipeline.clip_scorer import load_clip
-from pipeline.errors import HydraMixError
-from pipeline.train_classifier import ClassifierConfig, load_checkpoint, train_classifier
-from pipeline.train_generator import load_generator, train_generator
+from pipeline.classify.train import ClassifierConfig, load_checkpoint, train_classifier
+from pipeline.core.errors import HydraMixError
+from pipeline.generator.train import load_generator, train_generator
+from pipeline.metric.clip_scorer import load_clip
 from stages.cli import app
 
 

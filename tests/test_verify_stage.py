@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import shards
-from pipeline.shards import Sample
+from pipeline.synthesis import shards
+from pipeline.synthesis.shards import Sample
 from stages.cli import app
 
 runner = CliRunner()

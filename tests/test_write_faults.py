@@ -25,9 +25,9 @@ import stages.prepare
 import stages.subset
 import stages.train_classifier
 import stages.train_generator
-from pipeline.atomic import check_writable, write_json
-from pipeline.config import to_dict
-from pipeline.errors import WriteError
+from pipeline.core.atomic import check_writable, write_json
+from pipeline.core.config import to_dict
+from pipeline.core.errors import WriteError
 from stages.cli import app
 
 runner = CliRunner()
@@ -254,13 +254,13 @@ def test_train_classifier_read_only_and_full_disk(tiny_subset, tmp_path, classif
 
 
 def _parquet_disk_full(monkeypatch) -> None:
-    import pipeline.imageset
+    import pipeline.data.imageset
 
     def write_table(table, where, **kwargs):
         Path(where).write_bytes(b"PAR1 half")  # what a full disk leaves
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pipeline.imageset.pq, "write_table", write_table)
+    monkeypatch.setattr(pipeline.data.imageset.pq, "write_table", write_table)
 
 
 def test_prepare_and_subset_read_only_and_full_disk(tmp_path, monkeypatch):
