@@ -8,6 +8,7 @@ Its signature is stable; other modules rely on it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,3 +159,23 @@ TINY_SYNTH = {
     "precision": "fp32",
     "shards": {"name": "tiny", "shard_size": 10},
 }
+
+
+# A tiny open_clip architecture, randomly initialised by the tests that use it: plumbing only, never a score.
+TINY_NAME = "hydramix-test-tiny"
+TINY_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def register_tiny_model(directory: Path) -> str:
+    """Add the tiny architecture to open_clip's registry (its documented extension point); return its name."""
+    import open_clip  # only the metric tests need it
+
+    if TINY_NAME not in open_clip.list_models():
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{TINY_NAME}.json").write_text(json.dumps(TINY_CFG))
+        open_clip.add_model_config(directory / f"{TINY_NAME}.json")
+    return TINY_NAME

@@ -174,7 +174,7 @@ def test_results_are_metrics_and_timings_are_plain_outputs(stages):
 
 def test_the_loss_curve_plot_draws_every_loss(stages):
     """The generator's loss-curve plot uses the template that folds every loss column (which columns the trainer
-    writes: tests/test_train_generator.py), and the report's accuracy-by-run CSV is a bar plot."""
+    writes: tests/generator/test_train_generator.py), and the report's accuracy-by-run CSV is a bar plot."""
     template = json.loads((ROOT / ".dvc" / "plots" / "loss_curves.json").read_text())
     assert template["data"]["values"] == "<DVC_METRIC_DATA>" and template["transform"][0]["fold"]
     plots = [o for o in stages["train-generator@10-0-hydramix"].outs if str(o.def_path).endswith(".csv")]

@@ -19,7 +19,7 @@ import yaml
 
 # The provenance of a sample (``KEY.json``, written by ``pipeline.synthesis.engine.Synthesizer.render``) as Hugging Face
 # feature dtypes, in the JSON's (sorted) key order. The per-sample seed is a uint64 (``derive_seeds``); int64 would
-# overflow for half of them. tests/test_hf_datasets.py checks that ``load_dataset`` returns every key of real
+# overflow for half of them. tests/synthesis/test_hf_datasets.py checks that ``load_dataset`` returns every key of real
 # ``synthesize`` output unchanged, so a key added there and not here fails a test.
 PROVENANCE_FEATURES: dict[str, str | list[str]] = {
     "class": "string",

@@ -164,7 +164,7 @@ def test_defaults_are_the_dvc_yaml_layout():
 
     load_all()
     group = typer.main.get_command(app)
-    dvc = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    dvc = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["stages"]
     checked = 0
     for stage in dvc.values():
         argv = shlex.split(stage["cmd"])

@@ -50,7 +50,7 @@ def test_every_compute_section_has_a_checked_threads_key(section, cls):
 
     module, name = cls.split(":")
     config_cls = getattr(importlib.import_module(module), name)
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     assert params[section]["threads"] == "auto"
     assert from_dict(config_cls, {**params[section], "threads": 2}).threads == 2
     with pytest.raises(ConfigError, match="threads"):
@@ -64,7 +64,7 @@ def test_the_generator_section_too_and_threads_do_not_block_a_resume():
 
     from pipeline.generator.train import _RESUME_FREE_KEYS, GeneratorConfig
 
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     assert from_dict(GeneratorConfig, params["generator"]).threads == "auto"
     assert "threads" in _RESUME_FREE_KEYS
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_prepare_stage import make_folder_archive, write_params
 from typer.testing import CliRunner
 
 from pipeline.core.errors import HydraMixError
@@ -14,7 +15,6 @@ from pipeline.data.imageset import read_parquet
 from pipeline.data.prepare import PrepareConfig, SubsetConfig, make_subset, prepare
 from pipeline.data.subsets import read_subset
 from stages.cli import app
-from tests.test_prepare_stage import make_folder_archive, write_params
 
 runner = CliRunner()
 
@@ -138,7 +138,7 @@ def test_smallest_class_named_by_library(prepared, tmp_path):
 
 @pytest.fixture(scope="module")
 def real_prepared(tmp_path_factory) -> Path:
-    archive = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+    archive = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
     if not archive.is_file():
         pytest.skip(f"real data not available: {archive} is absent")
     out = tmp_path_factory.mktemp("real") / "prepared"

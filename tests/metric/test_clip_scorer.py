@@ -4,13 +4,13 @@ plumbing assertions; no metric value from them is checked or reported."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import pytest
 import torch
+from conftest import TINY_NAME, register_tiny_model
 
 from pipeline.core.errors import HydraMixError
 from pipeline.metric import clip_scorer
@@ -32,22 +32,6 @@ from pipeline.metric.clip_scorer import (
 from pipeline.metric.synsets import imagenet_vocabulary, load_vocabulary, read_vocabulary, templates
 from pipeline.synthesis import shards
 from pipeline.synthesis.shards import Sample
-
-TINY_NAME = "hydramix-test-tiny"
-TINY_CFG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-def register_tiny_model(directory: Path) -> str:
-    """Add the tiny architecture to open_clip's registry (its documented extension point); return its name."""
-    if TINY_NAME not in open_clip.list_models():
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"{TINY_NAME}.json").write_text(json.dumps(TINY_CFG))
-        open_clip.add_model_config(directory / f"{TINY_NAME}.json")
-    return TINY_NAME
 
 
 def tiny_checkpoint(directory: Path) -> Path:

@@ -41,7 +41,7 @@ from stages.cli import app
 from tests.conftest import TINY_MASKS, TINY_SYNTH, tiny_generator_config
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MASKS = TINY_MASKS
 SYNTH = TINY_SYNTH
 

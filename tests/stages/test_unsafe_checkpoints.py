@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_imageset, tiny_generator_config
-from test_clip_scorer import register_tiny_model
+from conftest import make_imageset, register_tiny_model, tiny_generator_config
 from test_score_stage import invoke as invoke_score
 from test_score_stage import write_params
 from typer.testing import CliRunner

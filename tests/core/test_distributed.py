@@ -33,7 +33,7 @@ from pipeline.generator.train import DiscriminatorConfig, ModelConfig, train_gen
 from stages.cli import app
 from tests.conftest import TINY_SYNTH, build_subset_dir, make_imageset, tiny_generator_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 GENERATOR = tiny_generator_config(
     iterations=3,

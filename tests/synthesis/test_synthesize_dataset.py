@@ -14,7 +14,7 @@ from pipeline.core.errors import HydraMixError
 from pipeline.generator.masks import MaskConfig
 from pipeline.synthesis.engine import SynthConfig
 from pipeline.synthesis.synthesize_dataset import SynthesisRequest, synthesize_dataset
-from tests.test_synthesize_stage import MASKS, SYNTH, digests, make_generator, synth
+from tests.stages.test_synthesize_stage import MASKS, SYNTH, digests, make_generator, synth
 
 CFG = from_dict(SynthConfig, SYNTH, where="test")
 PIXEL_MASKS = from_dict(MaskConfig, MASKS, where="test")

@@ -196,7 +196,7 @@ def test_stage_end_to_end(tiny_subset: Path, tmp_path: Path) -> None:
     assert timings["throughput"]["source_images_per_s"] > 0
     # dvc plots draws every column the loss curve has (the template folds them; dvc.yaml uses it).
     header = (out / "loss.csv").read_text().splitlines()[0].split(",")
-    template = json.loads((Path(__file__).resolve().parents[1] / ".dvc/plots/loss_curves.json").read_text())
+    template = json.loads((Path(__file__).resolve().parents[2] / ".dvc/plots/loss_curves.json").read_text())
     assert header[0] == "step" and header[1:] == template["transform"][0]["fold"]
     assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "state.pt").exists()
