@@ -1,13 +1,16 @@
 """The generator's data path: the train split on the device once, and batches of same-class mixes drawn from it.
 
-subset -> generator, first step. The train split is resized once only if ``resize_subset`` says so
-(``prepare_images``) and goes to the device once as a uint8 tensor; per batch, ``draw_mixes`` picks the source
-rows and flips from a NumPy generator and ``gather_sources`` gathers and flips them as tensor ops (airbench
-style). Training, evaluation and the picture grid each draw from their own random stream (``TRAIN_STREAM``,
-``EVAL_STREAM``, ``GRID_STREAM``), keyed by ``(seed, stream, index)``.
+subset -> generator, first step. ``prepare_split`` turns the subset's train split into a ``TrainSplit`` (uint8
+images on the device, resized once only if ``resize_subset`` says so; row positions per class; a mask sampler
+over superpixels computed once). Per batch, ``draw_mixes`` picks the source rows and flips from a NumPy generator
+and ``make_batch`` turns them into a ``Batch`` of named tensors: the sources gathered and flipped as tensor ops
+(airbench style), and their masks. Training, evaluation and the picture grid each draw from their own random
+stream (``TRAIN_STREAM``, ``EVAL_STREAM``, ``GRID_STREAM``), keyed by ``(seed, stream, index)``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,11 +20,44 @@ from torch import Tensor
 from pipeline.core.errors import HydraMixError
 from pipeline.data.imageset import ImageSet
 from pipeline.generator.config import GeneratorConfig
+from pipeline.generator.masks import SEGMENT_KINDS, MaskSampler, derive_seeds, segment_images
 from pipeline.generator.networks import to_signed
 
 # Random streams: training step s draws from (seed, TRAIN_STREAM, s); evaluation batch i from
 # (seed, EVAL_STREAM, i); the picture grid from (seed, GRID_STREAM).
 TRAIN_STREAM, EVAL_STREAM, GRID_STREAM = 1, 2, 3
+
+
+@dataclass(frozen=True, eq=False)
+class TrainSplit:
+    """The train split, prepared once for the whole run."""
+
+    images: Tensor  # (M, 3, R, R) uint8 on the device
+    rows_per_class: list[np.ndarray]  # row positions into ``images`` of each class
+    sampler: MaskSampler  # over the images' superpixels (grid masks only need the shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """B mixes of N sources, ready for the networks (on the device)."""
+
+    sources: Tensor  # (B, N, 3, H, W) float in [-1, 1]; padding slots are 0
+    masks: Tensor  # (B, N, H, W) float32 at image resolution, summing to 1 over N; 0 on padding slots
+    valid: Tensor  # (B, N) bool: True for real sources
+
+
+def prepare_split(train: ImageSet, cfg: GeneratorConfig, device: torch.device) -> TrainSplit:
+    """``train`` on ``device`` at ``cfg.resolution``, with its rows per class and its mask sampler;
+    HydraMixError if a class is too small for a mix or the resolutions disagree."""
+    rows_per_class = class_rows(train, cfg)
+    images_np = prepare_images(train, cfg)
+    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous().to(device)  # (M, 3, R, R) uint8
+    # Superpixels once, before the loop (grid masks only need the shape).
+    if cfg.masks.kind in SEGMENT_KINDS:
+        segments = segment_images(images_np, cfg.masks)
+    else:
+        segments = np.zeros(images_np.shape[:3], dtype=np.int32)
+    return TrainSplit(images=images, rows_per_class=rows_per_class, sampler=MaskSampler(segments, cfg.masks))
 
 
 def prepare_images(train: ImageSet, cfg: GeneratorConfig) -> np.ndarray:
@@ -84,6 +120,22 @@ def draw_mixes(
     return rows, flips
 
 
+def seed_of(rng: np.random.Generator) -> int:
+    """One batch seed for the masks, drawn after ``draw_mixes`` from the same generator."""
+    return int(rng.integers(0, 2**62))
+
+
+def make_batch(split: TrainSplit, rows: np.ndarray, flips: np.ndarray, seed: int, part: slice = slice(None)) -> Batch:
+    """The mixes ``rows[part]`` (of a (B, N) batch from ``draw_mixes``) as a Batch on the split's device.
+
+    Row b's masks come from ``derive_seeds(seed, [b])``, as ``MaskSampler.sample`` derives them from one batch
+    seed, so a process's part of a global batch gets exactly the masks it has in the whole batch."""
+    mask_seeds = derive_seeds(seed, np.arange(len(rows)))
+    masks = split.sampler.sample(rows[part], seed=mask_seeds[part], flipped=flips[part]).to(split.images.device)
+    sources, valid = gather_sources(split.images, rows[part], flips[part])
+    return Batch(sources=sources, masks=masks, valid=valid)
+
+
 def gather_sources(images: Tensor, rows: np.ndarray, flips: np.ndarray) -> tuple[Tensor, Tensor]:
     """images (M, 3, H, W) uint8 on the device -> (B, N, 3, H, W) float in [-1, 1] (padding = 0) and (B, N)
     valid."""
@@ -94,8 +146,3 @@ def gather_sources(images: Tensor, rows: np.ndarray, flips: np.ndarray) -> tuple
     flip = torch.from_numpy(flips).to(device)[..., None, None, None]
     x = torch.where(flip, x.flip(-1), x)
     return x * valid[..., None, None, None], valid
-
-
-def seed_of(rng: np.random.Generator) -> int:
-    """One batch seed for the masks, drawn after ``draw_mixes`` from the same generator."""
-    return int(rng.integers(0, 2**62))

@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from pipeline.core.devices import autocast
-from pipeline.generator.batches import EVAL_STREAM, GRID_STREAM, draw_mixes, gather_sources, seed_of
+from pipeline.generator.batches import EVAL_STREAM, GRID_STREAM, TrainSplit, draw_mixes, make_batch, seed_of
 from pipeline.generator.config import GeneratorConfig
-from pipeline.generator.masks import MaskSampler, colorize, pixel_composite, to_feature_resolution
+from pipeline.generator.masks import colorize, pixel_composite, to_feature_resolution
 from pipeline.generator.networks import HydraMixGenerator, to_signed
 from pipeline.generator.quality import fidelity_report, psnr
 
@@ -26,33 +25,32 @@ from pipeline.generator.quality import fidelity_report, psnr
 @torch.inference_mode()
 def evaluate(
     g: HydraMixGenerator,
-    images: Tensor,
-    rows_per_class: list[np.ndarray],
-    sampler: MaskSampler,
+    split: TrainSplit,
     cfg: GeneratorConfig,
     dtype: torch.dtype,
-    channels_last: bool,
+    memory_format: torch.memory_format,
 ) -> dict[str, Any]:
     """Reconstruction PSNR over every train image and mask fidelity (with references) over ``eval_mixes``
     mixes drawn from a fixed evaluation stream (no flips)."""
+    images = split.images
     device = images.device
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     psnrs = []
     for start in range(0, len(images), 64):
         x = to_signed(images[start : start + 64])
         with autocast(device, dtype):
-            y = g.decode(g.encode(x.contiguous(memory_format=fmt))).float()
+            y = g.decode(g.encode(x.contiguous(memory_format=memory_format))).float()
         psnrs.append(psnr((y + 1) / 2, (x + 1) / 2).cpu())
     eval_cfg = _without_flips(cfg)
     reports = []
     for i, start in enumerate(range(0, cfg.eval_mixes, cfg.batch_size)):
         rng = np.random.default_rng([cfg.seed, EVAL_STREAM, i])
-        rows, flips = draw_mixes(rng, rows_per_class, min(cfg.batch_size, cfg.eval_mixes - start), eval_cfg)
-        masks = sampler.sample(rows, seed=seed_of(rng), flipped=flips).to(device)
-        sources, valid = gather_sources(images, rows, flips)
+        rows, flips = draw_mixes(rng, split.rows_per_class, min(cfg.batch_size, cfg.eval_mixes - start), eval_cfg)
+        batch = make_batch(split, rows, flips, seed_of(rng))
         with autocast(device, dtype):
-            mix = g(sources.contiguous(), to_feature_resolution(masks, HydraMixGenerator.downsampling)).float()
-        reports.append((len(rows), fidelity_report((mix + 1) / 2, (sources + 1) / 2, masks, valid)))
+            masks_f = to_feature_resolution(batch.masks, HydraMixGenerator.downsampling)
+            mix = g(batch.sources.contiguous(), masks_f).float()
+        fidelity = fidelity_report((mix + 1) / 2, (batch.sources + 1) / 2, batch.masks, batch.valid)
+        reports.append((len(rows), fidelity))
     return {
         "reconstruction_psnr_db": float(torch.cat(psnrs).mean()),
         "mask_fidelity": _weighted_fidelity(reports),
@@ -79,24 +77,17 @@ def _weighted_fidelity(reports: list[tuple[int, dict[str, dict]]]) -> dict[str, 
 
 
 @torch.inference_mode()
-def picture_grid(
-    g: HydraMixGenerator,
-    images: Tensor,
-    rows_per_class: list[np.ndarray],
-    sampler: MaskSampler,
-    cfg: GeneratorConfig,
-    dtype: torch.dtype,
-    channels_last: bool,
-) -> np.ndarray:
+def picture_grid(g: HydraMixGenerator, split: TrainSplit, cfg: GeneratorConfig, dtype: torch.dtype) -> np.ndarray:
     """(H, W, 3) uint8 picture: one row per mix (``grid_mixes`` rows, N = the largest N), columns = the N
     sources, the mask coloured by source, the pixel composite, the generator's mix."""
+    images = split.images
     device = images.device
     rng = np.random.default_rng([cfg.seed, GRID_STREAM])
     hi = cfg.masks.n_sources[1]
     grid_cfg = replace_n(_without_flips(cfg), hi)
-    rows, flips = draw_mixes(rng, rows_per_class, cfg.grid_mixes, grid_cfg)
-    masks = sampler.sample(rows, seed=seed_of(rng), flipped=flips).to(device)
-    sources, valid = gather_sources(images, rows, flips)
+    rows, flips = draw_mixes(rng, split.rows_per_class, cfg.grid_mixes, grid_cfg)
+    batch = make_batch(split, rows, flips, seed_of(rng))
+    sources, masks = batch.sources, batch.masks
     with autocast(device, dtype):
         mix = g(sources, to_feature_resolution(masks, HydraMixGenerator.downsampling)).float()
     to_u8 = lambda x: ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()  # noqa: E731

@@ -25,19 +25,12 @@ from pipeline.core.devices import autocast, resolve_device, resolve_dtype
 from pipeline.core.errors import WriteError
 from pipeline.core.progress import note, tqdm
 from pipeline.data.imageset import ImageSet
-from pipeline.generator.batches import TRAIN_STREAM, class_rows, draw_mixes, gather_sources, prepare_images, seed_of
+from pipeline.generator.batches import TRAIN_STREAM, Batch, draw_mixes, make_batch, prepare_split, seed_of
 from pipeline.generator.config import GeneratorConfig, LossConfig
 from pipeline.generator.evaluation import evaluate, picture_grid
 from pipeline.generator.files import load_train_state, save_train_state
 from pipeline.generator.losses import image_loss, lsgan_discriminator_loss, lsgan_generator_loss
-from pipeline.generator.masks import (
-    SEGMENT_KINDS,
-    MaskSampler,
-    derive_seeds,
-    pixel_composite,
-    segment_images,
-    to_feature_resolution,
-)
+from pipeline.generator.masks import pixel_composite, to_feature_resolution
 from pipeline.generator.networks import HydraMixGenerator, PatchDiscriminator, count_parameters
 
 # Keys of TrainResult.metrics that describe the run (time, speed, hardware) rather than the generator: a stage
@@ -56,8 +49,13 @@ class TrainResult:
     grid: np.ndarray
 
 
-# ------------------------------------------------------------------------------------------------------------
-# One training step: G with D frozen, then D on detached mixes.
+def build_models(cfg: GeneratorConfig) -> tuple[HydraMixGenerator, PatchDiscriminator]:
+    """Generator and discriminator initialised from ``cfg.seed`` alone (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        g = HydraMixGenerator(**to_dict(cfg.model))
+        d = PatchDiscriminator(cfg.discriminator.width, cfg.discriminator.n_layers)
+    return g, d
 
 
 class GeneratorPass(nn.Module):
@@ -78,34 +76,34 @@ class GeneratorPass(nn.Module):
         return g.decode(torch.cat([feats[keep], mixed]))
 
 
+@dataclass(frozen=True, eq=False)
+class Nets:
+    """What a step trains: G's training forward (a GeneratorPass) and D, each in DistributedDataParallel under
+    torchrun, their optimisers and the loss scaler (active for fp16 only)."""
+
+    g: nn.Module
+    d: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
 def train_step(
-    g: GeneratorPass | nn.Module,
-    d: PatchDiscriminator | nn.Module,
-    opt_g: torch.optim.Optimizer,
-    opt_d: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    sources: Tensor,
-    masks: Tensor,
-    valid: Tensor,
-    weights: LossConfig,
-    dtype: torch.dtype,
-    channels_last: bool,
+    nets: Nets, batch: Batch, weights: LossConfig, dtype: torch.dtype, memory_format: torch.memory_format
 ) -> dict[str, Tensor]:
-    """One G step and one D step on a batch. sources (B, N, 3, H, W) in [-1, 1]; masks (B, N, H, W) at image
-    resolution summing to 1 over N; valid (B, N) bool. ``g`` is a GeneratorPass and ``d`` the discriminator,
-    either possibly in DistributedDataParallel. Returns the step's losses as detached scalars."""
+    """One G step with D frozen, then one D step on the detached mixes. Returns the losses as detached
+    scalars."""
+    sources, masks, valid = batch.sources, batch.masks, batch.valid
     b = sources.shape[0]
-    device = sources.device
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     flat = sources.flatten(0, 1)  # (B*N, 3, H, W)
     keep = valid.flatten()
     masks_f = to_feature_resolution(masks, HydraMixGenerator.downsampling)  # (B, N, H/4, W/4)
 
-    # D's frozen forward runs outside DDP: it computes no D gradients, so there is nothing to synchronise.
-    d_frozen = distributed.unwrap(d)
+    # G step. D's frozen forward runs outside DDP: it computes no D gradients, so there is nothing to synchronise.
+    d_frozen = distributed.unwrap(nets.d)
     d_frozen.requires_grad_(False)
-    with autocast(device, dtype):
-        out = g(flat.contiguous(memory_format=fmt), masks_f, keep)  # (K + B, 3, H, W)
+    with autocast(sources.device, dtype):
+        out = nets.g(flat.contiguous(memory_format=memory_format), masks_f, keep)  # (K + B, 3, H, W)
         fake_scores = d_frozen(out[-b:])
     out = out.float()
     recon, mixes = out[:-b], out[-b:]
@@ -113,19 +111,20 @@ def train_step(
     l_mix = image_loss(mixes, pixel_composite(sources, masks), weights.pyramid, weights.pyramid_levels)
     l_adv = lsgan_generator_loss(fake_scores)
     g_loss = weights.reconstruction * l_rec + weights.mix * l_mix + weights.adversarial * l_adv
-    opt_g.zero_grad(set_to_none=True)
-    scaler.scale(g_loss).backward()
-    scaler.step(opt_g)
+    nets.opt_g.zero_grad(set_to_none=True)
+    nets.scaler.scale(g_loss).backward()
+    nets.scaler.step(nets.opt_g)
 
+    # D step, on the detached mixes.
     d_frozen.requires_grad_(True)
-    with autocast(device, dtype):
-        real_scores = d(sources[:, 0].contiguous(memory_format=fmt))  # slot 0 is always a real source
-        fake_scores = d(mixes.detach().contiguous(memory_format=fmt))
+    with autocast(sources.device, dtype):
+        real_scores = nets.d(sources[:, 0].contiguous(memory_format=memory_format))  # slot 0 is always real
+        fake_scores = nets.d(mixes.detach().contiguous(memory_format=memory_format))
     d_loss = lsgan_discriminator_loss(real_scores, fake_scores)
-    opt_d.zero_grad(set_to_none=True)
-    scaler.scale(d_loss).backward()
-    scaler.step(opt_d)
-    scaler.update()
+    nets.opt_d.zero_grad(set_to_none=True)
+    nets.scaler.scale(d_loss).backward()
+    nets.scaler.step(nets.opt_d)
+    nets.scaler.update()
     # Detached tensors, not floats: converting here would synchronise with the GPU every step.
     losses = {"g_total": g_loss, "reconstruction": l_rec, "mix": l_mix, "adversarial": l_adv, "d": d_loss}
     return {k: v.detach() for k, v in losses.items()}
@@ -135,10 +134,6 @@ def lr_factor(step: int, cfg: GeneratorConfig) -> float:
     """Step schedule: multiply by ``lr_gamma`` at each milestone fraction of ``iterations`` already passed."""
     passed = sum(step >= round(m * cfg.iterations) for m in cfg.lr_milestones)
     return cfg.lr_gamma**passed
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The loop.
 
 
 def train_generator(
@@ -163,25 +158,15 @@ def train_generator(
     device = distributed.place(resolve_device(cfg.device))
     part = distributed.batch_part(cfg.batch_size)  # this process's mixes of each global batch
     dtype = resolve_dtype(device, cfg.precision)
-    channels_last = device.type == "cuda" or dtype == torch.bfloat16
-    rows_per_class = class_rows(train, cfg)
-    images_np = prepare_images(train, cfg)
-    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous().to(device)  # (M, 3, R, R) uint8
-
-    # Superpixels once, before the loop (grid masks only need the shape).
-    if cfg.masks.kind in SEGMENT_KINDS:
-        segments = segment_images(images_np, cfg.masks)
-    else:
-        segments = np.zeros(images_np.shape[:3], dtype=np.int32)
-    sampler = MaskSampler(segments, cfg.masks)
+    fmt = torch.channels_last if device.type == "cuda" or dtype == torch.bfloat16 else torch.contiguous_format
+    split = prepare_split(train, cfg, device)
 
     g, d = build_models(cfg)
-    g.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    d.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    g.to(device=device, memory_format=fmt)
+    d.to(device=device, memory_format=fmt)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_discriminator, betas=(0.5, 0.999))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
     state = {"step": 0, "history": [], "window": {}, "train_seconds": 0.0, "source_images": 0, "mixes": 0}
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
@@ -189,50 +174,31 @@ def train_generator(
         if progress and distributed.is_main():
             note(f"train-generator: resuming from step {state['step']} of {cfg.iterations} ({checkpoint_path})")
     resumed_from, saved_step = state["step"], state["step"] or None
-
     # Under torchrun: gradients averaged over the processes (identical initial weights come from cfg.seed
     # or the shared checkpoint); without it these are g's training forward and d themselves.
-    g_train = distributed.wrap(GeneratorPass(g), device)
-    d_train = distributed.wrap(d, device)
-    bar = tqdm(
-        total=cfg.iterations,
-        initial=state["step"],
-        desc="train-generator",
-        unit="step",
-        disable=not progress or not distributed.is_main(),
-    )
+    nets = Nets(distributed.wrap(GeneratorPass(g), device), distributed.wrap(d, device), opt_g, opt_d, scaler)
+
+    quiet = not progress or not distributed.is_main()
+    bar = tqdm(total=cfg.iterations, initial=state["step"], desc="train-generator", unit="step", disable=quiet)
     g.train()
     d.train()
     seconds_before, loop_start = state["train_seconds"], time.perf_counter()
     while state["step"] < cfg.iterations:
         step = state["step"]
         rng = np.random.default_rng([cfg.seed, TRAIN_STREAM, step])
-        # Every process draws the same global batch and trains on its part; per-row mask seeds (as
-        # sampler.sample derives them from one batch seed) make a part's masks those of the global batch.
-        rows, flips = draw_mixes(rng, rows_per_class, cfg.batch_size, cfg)
-        mask_seeds = derive_seeds(seed_of(rng), np.arange(len(rows)))
-        masks = sampler.sample(rows[part], seed=mask_seeds[part], flipped=flips[part]).to(device)
-        sources, valid = gather_sources(images, rows[part], flips[part])
+        # Every process draws the same global batch and trains on its part (with that part's masks).
+        rows, flips = draw_mixes(rng, split.rows_per_class, cfg.batch_size, cfg)
+        batch = make_batch(split, rows, flips, seed_of(rng), part)
         for opt, base in ((opt_g, cfg.lr), (opt_d, cfg.lr_discriminator)):
             for group in opt.param_groups:
                 group["lr"] = base * lr_factor(step, cfg)
-        losses = train_step(
-            g_train, d_train, opt_g, opt_d, scaler, sources, masks, valid, cfg.losses, dtype, channels_last
-        )
+        losses = train_step(nets, batch, cfg.losses, dtype, fmt)
         losses = distributed.mean_over_ranks(losses)  # global-batch losses for the log
 
         state["step"] = step + 1
         state["source_images"] += int((rows >= 0).sum())  # the global batch
         state["mixes"] += len(rows)
-        window = state["window"]
-        for k, v in losses.items():
-            window[k] = window.get(k, 0.0) + v
-        window["_n"] = window.get("_n", 0.0) + 1
-        if state["step"] % cfg.log_every == 0 or state["step"] == cfg.iterations:
-            count = window.pop("_n")
-            row = {"step": state["step"], **{k: float(v) / count for k, v in window.items()}}
-            state["history"].append(row)
-            state["window"] = {}
+        if (row := _log_losses(state, losses, cfg)) is not None:
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
         bar.update(1)
         due = state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.iterations
@@ -253,38 +219,51 @@ def train_generator(
     bar.close()
 
     g.eval()
-    metrics = evaluate(g, images, rows_per_class, sampler, cfg, dtype, channels_last)
-    grid = picture_grid(g, images, rows_per_class, sampler, cfg, dtype, channels_last)
-    metrics.update(
-        {
-            "step": state["step"],
-            "resumed_from_step": resumed_from,
-            "final_losses": state["history"][-1] if state["history"] else {},
-            "throughput": {
-                "source_images_per_s": state["source_images"] / max(state["train_seconds"], 1e-9),
-                "mixes_per_s": state["mixes"] / max(state["train_seconds"], 1e-9),
-            },
-            "train_seconds": state["train_seconds"],
-            "wall_seconds": time.perf_counter() - wall_start,
-            "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."),
-            "world_size": distributed.world_size(),
-            "parameters": {"generator": count_parameters(g), "discriminator": count_parameters(d)},
-        }
-    )
+    metrics = evaluate(g, split, cfg, dtype, fmt)
+    grid = picture_grid(g, split, cfg, dtype)
+    metrics.update(_run_metrics(state, resumed_from, time.perf_counter() - wall_start, device, dtype))
+    metrics["parameters"] = {"generator": count_parameters(g), "discriminator": count_parameters(d)}
     g.to(device="cpu", memory_format=torch.contiguous_format)
     return TrainResult(generator=g, history=state["history"], metrics=metrics, grid=grid)
+
+
+def _log_losses(state: dict[str, Any], losses: dict[str, Tensor], cfg: GeneratorConfig) -> dict[str, float] | None:
+    """Add a step's losses to the log window; at the end of a window (every ``log_every`` steps and the last
+    step) append the window's means to ``state["history"]`` and return that row."""
+    window = state["window"]
+    for k, v in losses.items():
+        window[k] = window.get(k, 0.0) + v
+    window["_n"] = window.get("_n", 0.0) + 1
+    if state["step"] % cfg.log_every and state["step"] != cfg.iterations:
+        return None
+    count = window.pop("_n")
+    row = {"step": state["step"], **{k: float(v) / count for k, v in window.items()}}
+    state["history"].append(row)
+    state["window"] = {}
+    return row
+
+
+def _run_metrics(
+    state: dict[str, Any], resumed_from: int, wall_seconds: float, device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
+    """The metrics the loop itself knows: steps, final losses, and how the run went (``RUN_KEYS``)."""
+    seconds = max(state["train_seconds"], 1e-9)
+    return {
+        "step": state["step"],
+        "resumed_from_step": resumed_from,
+        "final_losses": state["history"][-1] if state["history"] else {},
+        "throughput": {
+            "source_images_per_s": state["source_images"] / seconds,
+            "mixes_per_s": state["mixes"] / seconds,
+        },
+        "train_seconds": state["train_seconds"],
+        "wall_seconds": wall_seconds,
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "world_size": distributed.world_size(),
+    }
 
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def build_models(cfg: GeneratorConfig) -> tuple[HydraMixGenerator, PatchDiscriminator]:
-    """Generator and discriminator initialised from ``cfg.seed`` alone (the global RNG is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        g = HydraMixGenerator(**to_dict(cfg.model))
-        d = PatchDiscriminator(cfg.discriminator.width, cfg.discriminator.n_layers)
-    return g, d
