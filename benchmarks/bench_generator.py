@@ -20,13 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.generator.config import DiscriminatorConfig, GeneratorConfig, ModelConfig  # noqa: E402
 from pipeline.generator.masks import MaskConfig  # noqa: E402
-from pipeline.generator.train import (  # noqa: E402
-    DiscriminatorConfig,
-    GeneratorConfig,
-    ModelConfig,
-    train_generator,
-)
+from pipeline.generator.train import train_generator  # noqa: E402
 from tests.conftest import make_imageset  # noqa: E402
 
 

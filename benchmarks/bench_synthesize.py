@@ -174,7 +174,7 @@ def main() -> None:
 
     train, desc = load_images(args.subset, args.k)
     if args.generator is not None:
-        from pipeline.generator.train import load_generator
+        from pipeline.generator.files import load_generator
 
         generator, _ = load_generator(args.generator)
         gdesc = f"checkpoint {args.generator}"

@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.core.config import to_dict  # noqa: E402
+from pipeline.generator.config import DiscriminatorConfig, GeneratorConfig, ModelConfig  # noqa: E402
 from pipeline.generator.masks import MaskConfig  # noqa: E402
-from pipeline.generator.train import DiscriminatorConfig, GeneratorConfig, ModelConfig  # noqa: E402
 from tests.conftest import build_subset_dir  # noqa: E402
 
 # Temporaries a command may leave only while it runs (a finished command leaves none).

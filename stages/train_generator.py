@@ -21,15 +21,10 @@ from pipeline.core.config import replace
 from pipeline.core.errors import HydraMixError, WriteError
 from pipeline.core.threads import set_torch_threads
 from pipeline.data.subsets import read_subset
+from pipeline.generator.config import GeneratorConfig
+from pipeline.generator.files import save_generator, write_loss_curve, write_png
 from pipeline.generator.masks import MASK_KINDS
-from pipeline.generator.train import (
-    RUN_KEYS,
-    GeneratorConfig,
-    save_generator,
-    train_generator,
-    write_loss_curve,
-    write_png,
-)
+from pipeline.generator.train import RUN_KEYS, train_generator
 from stages.app import (
     ParamsOption,
     ThreadsOption,

@@ -18,8 +18,8 @@ import torch
 
 from pipeline.data.imageset import ImageSet
 from pipeline.data.subsets import write_subset
+from pipeline.generator.config import DiscriminatorConfig, GeneratorConfig, ModelConfig
 from pipeline.generator.masks import MaskConfig
-from pipeline.generator.train import DiscriminatorConfig, GeneratorConfig, ModelConfig
 
 TINY_CLASSES = ("circle", "square", "stripes", "checker")
 

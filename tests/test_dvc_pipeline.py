@@ -16,7 +16,7 @@ from pipeline.classify.augment import CLASSIC_AUGMENTATIONS, SYNTHETIC_METHODS
 from pipeline.classify.train import ClassifierConfig
 from pipeline.core.config import from_dict
 from pipeline.data.prepare import PrepareConfig, SubsetConfig
-from pipeline.generator.train import GeneratorConfig
+from pipeline.generator.config import GeneratorConfig
 from pipeline.metric.clip_scorer import ScoreConfig
 from pipeline.synthesis.engine import SynthConfig
 from stages.app import COMMANDS, stage_module

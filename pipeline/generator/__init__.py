@@ -1,2 +1,3 @@
-"""subset -> generator: the HydraMix networks, the segmentation-guided masks, the losses, the training loop and
-the generator's quality figures."""
+"""subset -> generator: the config, the data path (batches of same-class mixes), the HydraMix networks, the
+segmentation-guided masks, the losses, the training loop, the evaluation and picture grid, the generator's quality
+figures and its files."""

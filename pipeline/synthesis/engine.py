@@ -302,7 +302,7 @@ class Synthesizer:
 
 def resize_float(images: Tensor, resolution: int) -> Tensor:
     """(B, C, H, W) float -> (B, C, R, R): the antialiased bicubic resize the generator's training applies to
-    its sources (``pipeline.generator.train.resize_images``), without rounding."""
+    its sources (``pipeline.generator.batches.resize_images``), without rounding."""
     return F.interpolate(images, size=(resolution, resolution), mode="bicubic", antialias=True, align_corners=False)
 
 

@@ -30,8 +30,9 @@ from pipeline.core.devices import resolve_device, resolve_dtype
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import HydraMixError
 from pipeline.data.imageset import ImageSet, read_parquet
+from pipeline.generator.batches import resize_images
+from pipeline.generator.files import load_generator
 from pipeline.generator.masks import PAIR_KINDS, MaskConfig
-from pipeline.generator.train import load_generator, resize_images
 from pipeline.synthesis.dataset_card import render_card
 from pipeline.synthesis.diagnostics import DIAGNOSTIC_PREFIX, describe_dataset
 from pipeline.synthesis.engine import SynthConfig, Synthesizer, fit_blur_sigma_to

@@ -29,7 +29,8 @@ from pipeline.classify.train import ClassifierConfig, train_classifier
 from pipeline.core import distributed
 from pipeline.core.config import to_dict
 from pipeline.core.errors import HydraMixError
-from pipeline.generator.train import DiscriminatorConfig, ModelConfig, train_generator
+from pipeline.generator.config import DiscriminatorConfig, ModelConfig
+from pipeline.generator.train import train_generator
 from stages.cli import app
 from tests.conftest import TINY_SYNTH, build_subset_dir, make_imageset, tiny_generator_config
 
@@ -55,7 +56,8 @@ torch.set_num_threads(1)
 from pipeline.core import distributed
 from pipeline.core.config import from_dict
 from pipeline.classify.train import ClassifierConfig, train_classifier
-from pipeline.generator.train import GeneratorConfig, train_generator
+from pipeline.generator.config import GeneratorConfig
+from pipeline.generator.train import train_generator
 from stages.cli import app
 from tests.conftest import make_imageset
 

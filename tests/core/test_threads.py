@@ -62,7 +62,8 @@ def test_the_generator_section_too_and_threads_do_not_block_a_resume():
 
     import yaml
 
-    from pipeline.generator.train import _RESUME_FREE_KEYS, GeneratorConfig
+    from pipeline.generator.config import GeneratorConfig
+    from pipeline.generator.files import _RESUME_FREE_KEYS
 
     params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     assert from_dict(GeneratorConfig, params["generator"]).threads == "auto"

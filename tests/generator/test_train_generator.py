@@ -16,13 +16,11 @@ from typer.testing import CliRunner
 import pipeline.generator.train as tg
 from pipeline.core.config import from_dict, to_dict
 from pipeline.core.errors import ConfigError, HydraMixError
+from pipeline.generator.batches import class_rows, draw_mixes, prepare_images
+from pipeline.generator.config import GeneratorConfig
+from pipeline.generator.files import load_generator, save_generator
 from pipeline.generator.masks import MaskConfig
-from pipeline.generator.train import (
-    GeneratorConfig,
-    load_generator,
-    save_generator,
-    train_generator,
-)
+from pipeline.generator.train import train_generator
 from stages.cli import app
 from tests.conftest import make_imageset, tiny_generator_config
 
@@ -108,9 +106,9 @@ def test_small_class_error_and_cap(images) -> None:
     )
     assert capped.metrics["step"] == 1
     rng = np.random.default_rng(0)
-    rows, flips = tg.draw_mixes(
+    rows, flips = draw_mixes(
         rng,
-        tg.class_rows(small, dataclasses.replace(cfg, cap_sources_to_class_size=True)),
+        class_rows(small, dataclasses.replace(cfg, cap_sources_to_class_size=True)),
         64,
         dataclasses.replace(cfg, cap_sources_to_class_size=True),
     )
@@ -120,8 +118,8 @@ def test_small_class_error_and_cap(images) -> None:
 
 def test_resolution_mismatch_and_resize(images) -> None:
     with pytest.raises(HydraMixError, match="subset is 16 px but generator.resolution is 32"):
-        tg.prepare_images(images, tiny_config(resolution=32))
-    resized = tg.prepare_images(images, tiny_config(resolution=32, resize_subset=True))
+        prepare_images(images, tiny_config(resolution=32))
+    resized = prepare_images(images, tiny_config(resolution=32, resize_subset=True))
     assert resized.shape == (len(images), 32, 32, 3) and resized.dtype == np.uint8
 
 

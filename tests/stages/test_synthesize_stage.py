@@ -26,14 +26,10 @@ from typer.testing import CliRunner
 from pipeline.core.devices import resolve_device
 from pipeline.core.digest import file_digest
 from pipeline.data.subsets import read_subset
+from pipeline.generator.config import DiscriminatorConfig, GeneratorConfig, ModelConfig
+from pipeline.generator.files import save_generator
 from pipeline.generator.masks import MaskConfig
 from pipeline.generator.networks import HydraMixGenerator
-from pipeline.generator.train import (
-    DiscriminatorConfig,
-    GeneratorConfig,
-    ModelConfig,
-    save_generator,
-)
 from pipeline.synthesis import shards
 from pipeline.synthesis.engine import SynthConfig, Synthesizer
 from pipeline.synthesis.shards import ShardConfig

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from pipeline.classify.train import ClassifierConfig, load_checkpoint, train_classifier
 from pipeline.core.errors import HydraMixError
-from pipeline.generator.train import load_generator, train_generator
+from pipeline.generator.files import load_generator
+from pipeline.generator.train import train_generator
 from pipeline.metric.clip_scorer import load_clip
 from stages.cli import app
 
