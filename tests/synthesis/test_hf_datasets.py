@@ -132,3 +132,12 @@ def test_load_dataset_reads_awkward_class_names(tmp_path):
     train = load(datasets, out, tmp_path / "hf-cache")["train"]
     assert train.features["cls"].names == list(AWKWARD) and train.num_rows == manifest["total"]
     assert train["cls"] == [s % len(AWKWARD) for s in range(train.num_rows)]
+
+
+def test_licence_caveat_follows_the_source_dataset():
+    from pipeline.synthesis.dataset_card import licence_caveat
+
+    assert "ciFAIR" in licence_caveat({"dataset": "cifair100"})
+    assert "Krizhevsky" in licence_caveat({"dataset": "folder", "source": "/data/cifar10-jpeg.tar.gz"})
+    assert "ImageNet" in licence_caveat({"dataset": "stl10"})
+    assert "not recorded" in licence_caveat({"dataset": "folder", "source": "/my/photos"})
