@@ -81,7 +81,7 @@ def main() -> None:
     real = random_imageset(100, args.resolution, 10, 0)  # CIFAR-10 k=10
     syn = random_imageset(10_000, args.resolution, 10, 1)
     if args.synthetic is not None:
-        from pipeline.synthesis.shards import load_images
+        from pipeline.synthesis.shards.reader import load_images
 
         start = time.perf_counter()
         loaded = load_images(args.synthetic)

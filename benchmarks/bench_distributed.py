@@ -31,9 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_generator import benchmark_config  # noqa: E402
 from pipeline.core import distributed  # noqa: E402
-from pipeline.generator.train import (  # noqa: E402
-    train_generator,
-)
+from pipeline.generator.train import train_generator  # noqa: E402
 from tests.conftest import make_imageset  # noqa: E402
 
 

@@ -14,7 +14,8 @@ from pipeline.core.digest import file_digest
 from pipeline.core.errors import HydraMixError
 from pipeline.data.imageset import read_parquet
 from pipeline.synthesis.gallery import DEFAULT_PER_CLASS, pick_samples, render_gallery
-from pipeline.synthesis.shards import CARD, iter_samples, read_manifest
+from pipeline.synthesis.shards.format import CARD
+from pipeline.synthesis.shards.reader import iter_samples, read_manifest
 from stages.app import existing_dir, existing_file, stage
 
 

@@ -120,7 +120,7 @@ def train_classifier_command(
     if synthetic is not None:
         from pipeline.classify.train import check_synthetic
         from pipeline.core.digest import file_digest
-        from pipeline.synthesis.shards import load_images, read_manifest
+        from pipeline.synthesis.shards.reader import load_images, read_manifest
 
         synthetic_manifest = read_manifest(synthetic)
         if list(synthetic_manifest.get("class_names", [])) != list(data.train.class_names):

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from pipeline.core.errors import HydraMixError
-from pipeline.synthesis.shards import read_manifest, verify_dataset
+from pipeline.synthesis.shards.reader import read_manifest
+from pipeline.synthesis.shards.verification import verify_dataset
 from stages.app import existing_dir, stage
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.synthesis import shards
 from pipeline.synthesis.dataset_card import render_card
-from pipeline.synthesis.shards import Sample
+from pipeline.synthesis.shards.dataset_writer import finish_dataset
+from pipeline.synthesis.shards.format import Sample, shard_name
+from pipeline.synthesis.shards.writer import write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/shards.md")
@@ -37,10 +38,8 @@ def make_synthetic(directory: Path) -> None:
         Sample(f"{s:06d}", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), s % 3, {"sample_id": s}) for s in range(12)
     ]
     directory.mkdir()
-    entries = [
-        shards.write_shard(directory / shards.shard_name("hydramix", i), samples[3 * i : 3 * i + 3]) for i in range(4)
-    ]
-    shards.finish_dataset(
+    entries = [write_shard(directory / shard_name("hydramix", i), samples[3 * i : 3 * i + 3]) for i in range(4)]
+    finish_dataset(
         directory,
         entries,
         class_names=("a", "b", "c"),

@@ -109,8 +109,8 @@ def _folder_path(params: dict) -> str:
 
 def imported_code(module: str) -> list[str]:
     """The repository files ``module`` runs: it and every first-party module it imports, transitively, at module
-    level or inside a function (package ``__init__`` files that hold only a docstring are left out: they run no
-    code)."""
+    level or inside a function, with the packages above each (Python runs a package's ``__init__`` before any of
+    its submodules; those that hold only a docstring are left out: they run no code)."""
 
     def file_of(name: str) -> Path | None:
         base = ROOT.joinpath(*name.split("."))
@@ -131,6 +131,7 @@ def imported_code(module: str) -> list[str]:
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            names += [n.rsplit(".", k)[0] for n in names for k in range(1, n.count(".") + 1)]  # the packages above
             todo += [n for n in names if n.split(".")[0] in ("pipeline", "stages") and file_of(n)]
     files = {file_of(n) for n in seen}
     return sorted(f.relative_to(ROOT).as_posix() for f in files if not _docstring_only(f))

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from pipeline.data.imageset import ImageSet
-from pipeline.synthesis.shards import iter_shard
+from pipeline.synthesis.shards.reader import iter_shard
 
 HF_CUTOFF = 0.25  # cycles/px: the inner half of the Nyquist band, radially
 _CHUNK_VALUES = 1 << 22  # pixel values per FFT batch (~32 MiB of float64 input, ~64 MiB complex output)
@@ -163,8 +163,9 @@ DIAGNOSTIC_PREFIX = 200
 def describe_dataset(directory: Path, shard_names: list[str], real: ImageSet, per_class: int) -> dict[str, Any]:
     """Diagnostics of a written synthetic dataset next to those of its real subset.
 
-    directory / shard_names: the dataset's shards in order (as ``pipeline.synthesis.shards.write_dataset`` passes them);
-    real: the subset's train images. Reads only the shards that hold the first ``per_class`` samples per class.
+    directory / shard_names: the dataset's shards in order (as ``pipeline.synthesis.shards.dataset_writer``'s
+    ``write_dataset`` passes them); real: the subset's train images. Reads only the shards that hold the first
+    ``per_class`` samples per class.
     Returns {"synthetic": set_diagnostics(...), "real": set_diagnostics(...), "prefix_per_class": per_class}.
     """
     wanted = per_class * len(real.class_names)

@@ -52,7 +52,7 @@ from pipeline.generator.masks import (
 from pipeline.generator.networks import to_signed
 from pipeline.synthesis.blur import fit_blur_sigma, gaussian_blur
 from pipeline.synthesis.diagnostics import largest_source_share
-from pipeline.synthesis.shards import ShardConfig
+from pipeline.synthesis.shards.format import ShardConfig
 
 _ENCODE_BATCH = 256
 

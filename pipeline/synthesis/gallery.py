@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.imageset import encode_png
-from pipeline.synthesis.shards import SampleLike
+from pipeline.synthesis.shards.format import SampleLike
 
 DEFAULT_PER_CLASS = 24
 # Sample provenance shown in the panel, in this order, with a label; other keys are listed after them.

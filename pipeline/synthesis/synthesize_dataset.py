@@ -36,15 +36,11 @@ from pipeline.generator.masks import PAIR_KINDS, MaskConfig
 from pipeline.synthesis.dataset_card import render_card
 from pipeline.synthesis.diagnostics import DIAGNOSTIC_PREFIX, describe_dataset
 from pipeline.synthesis.engine import SynthConfig, Synthesizer, fit_blur_sigma_to
-from pipeline.synthesis.shards import (
-    lock_directory,
-    n_shards,
-    plan_dataset,
-    read_manifest,
-    shards_for_rank,
-    write_dataset,
-    write_dataset_shards,
-)
+from pipeline.synthesis.shards.dataset_writer import write_dataset, write_dataset_shards
+from pipeline.synthesis.shards.format import n_shards, shards_for_rank
+from pipeline.synthesis.shards.lock import lock_directory
+from pipeline.synthesis.shards.plan import plan_dataset
+from pipeline.synthesis.shards.reader import read_manifest
 
 
 @dataclass(frozen=True)

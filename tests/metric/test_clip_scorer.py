@@ -30,8 +30,10 @@ from pipeline.metric.clip_scorer import (
     text_embeddings,
 )
 from pipeline.metric.synsets import imagenet_vocabulary, load_vocabulary, read_vocabulary, templates
-from pipeline.synthesis import shards
-from pipeline.synthesis.shards import Sample
+from pipeline.synthesis.shards.dataset_writer import finish_dataset
+from pipeline.synthesis.shards.format import Sample
+from pipeline.synthesis.shards.reader import iter_samples
+from pipeline.synthesis.shards.writer import write_shard
 
 
 def tiny_checkpoint(directory: Path) -> Path:
@@ -59,8 +61,8 @@ def synthetic_dataset(directory: Path, n_per_class: int, class_names=("a", "b"),
         for i in range(n_per_class)
     ]
     directory.mkdir(parents=True, exist_ok=True)
-    entries = [shards.write_shard(directory / "toy-000000.tar", samples)] if samples else []
-    shards.finish_dataset(
+    entries = [write_shard(directory / "toy-000000.tar", samples)] if samples else []
+    finish_dataset(
         directory,
         entries,
         class_names=class_names,
@@ -150,7 +152,7 @@ def test_score_source_streams_shards_into_the_sample_table(tiny_clip, tmp_path):
     classes = text_embeddings(tiny_clip, ("a", "b"), template_set)
 
     def run(batch_size: int, out: Path):
-        source = ScoreSource("synth", ("a", "b"), batches_from_samples(shards.iter_samples(dataset), batch_size))
+        source = ScoreSource("synth", ("a", "b"), batches_from_samples(iter_samples(dataset), batch_size))
         with SampleTableWriter(out) as sink:
             return score_source(tiny_clip, source, vocab, synsets, classes, top_k=5, sink=sink, progress=False)
 

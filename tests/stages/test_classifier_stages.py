@@ -10,7 +10,9 @@ from conftest import make_imageset
 from typer.testing import CliRunner
 
 from pipeline.core.digest import file_digest
-from pipeline.synthesis.shards import Sample, finish_dataset, write_shard
+from pipeline.synthesis.shards.dataset_writer import finish_dataset
+from pipeline.synthesis.shards.format import Sample
+from pipeline.synthesis.shards.writer import write_shard
 
 runner = CliRunner()
 

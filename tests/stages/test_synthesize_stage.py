@@ -30,9 +30,13 @@ from pipeline.generator.config import DiscriminatorConfig, GeneratorConfig, Mode
 from pipeline.generator.files import save_generator
 from pipeline.generator.masks import MaskConfig
 from pipeline.generator.networks import HydraMixGenerator
-from pipeline.synthesis import shards
 from pipeline.synthesis.engine import SynthConfig, Synthesizer
-from pipeline.synthesis.shards import ShardConfig
+from pipeline.synthesis.shards import writer
+from pipeline.synthesis.shards.dataset_writer import write_dataset_shards
+from pipeline.synthesis.shards.format import CARD, LOCK, MANIFEST, PLAN, ShardConfig, n_shards, shards_for_rank
+from pipeline.synthesis.shards.plan import plan_dataset
+from pipeline.synthesis.shards.reader import iter_samples, load_images, read_manifest, shard_paths
+from pipeline.synthesis.shards.verification import verify
 from stages.cli import app
 from tests.conftest import TINY_MASKS, TINY_SYNTH, tiny_generator_config
 
@@ -106,10 +110,10 @@ def test_synthesize_is_deterministic_verifiable_and_self_describing(setup):
     assert result.exit_code == 0, result.output
     assert synth(setup, out_b).exit_code == 0
     assert digests(out_a) == digests(out_b) and len(digests(out_a)) == 3  # 24 samples in shards of 10
-    assert shards.verify(out_a) == []
+    assert verify(out_a) == []
     assert runner.invoke(app, ["verify", str(out_a)]).exit_code == 0
 
-    manifest = shards.read_manifest(out_a)
+    manifest = read_manifest(out_a)
     assert manifest["total"] == 24 and set(manifest["counts"].values()) == {6}
     assert manifest["generator"]["sha256"] == file_digest(setup["generator"])
     assert manifest["subset"]["manifest_sha256"] == file_digest(setup["subset"] / "manifest.json")
@@ -124,7 +128,7 @@ def test_synthesize_is_deterministic_verifiable_and_self_describing(setup):
     run = json.loads(timings.read_text())
     assert run["images_rendered"] == 24 and run["images_per_s"] > 0 and "seconds" in run
     assert "threads" not in manifest["synthesis"]  # how many threads ran it is not part of the dataset
-    assert not (out_a / shards.PLAN).exists()
+    assert not (out_a / PLAN).exists()
 
 
 def test_provenance_matches_the_subset(setup):
@@ -132,7 +136,7 @@ def test_provenance_matches_the_subset(setup):
     assert synth(setup, out).exit_code == 0
     train = read_subset(setup["subset"]).train
     label_of_index = dict(zip(train.indices.tolist(), train.labels.tolist(), strict=True))
-    samples = list(shards.iter_samples(out))
+    samples = list(iter_samples(out))
     assert [s.meta["sample_id"] for s in samples] == list(range(24))
     for s in samples:
         assert s.label == s.meta["sample_id"] % 4 == s.meta["label"]
@@ -141,7 +145,7 @@ def test_provenance_matches_the_subset(setup):
         assert len(set(s.meta["sources"])) == len(s.meta["sources"])  # distinct sources
         assert all(label_of_index[i] == s.label for i in s.meta["sources"])  # all of the labelled class
         assert s.image.shape == (16, 16, 3)
-    images = shards.load_images(out)
+    images = load_images(out)
     assert len(images) == 24 and images.class_names == train.class_names
     np.testing.assert_array_equal(images.images[5], samples[5].image)
 
@@ -150,12 +154,12 @@ def test_stock_webdataset_reads_synthesize_output(setup):
     wds = pytest.importorskip("webdataset")
     out = setup["tmp"] / "ds"
     assert synth(setup, out).exit_code == 0
-    urls = [str(p) for p in shards.shard_paths(out)]
+    urls = [str(p) for p in shard_paths(out)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rows = list(wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("png", "cls", "json"))
     assert len(rows) == 24
-    ours = list(shards.iter_samples(out))
+    ours = list(iter_samples(out))
     for (img, cls, meta), s in zip(rows, ours, strict=True):
         np.testing.assert_array_equal(np.asarray(img), s.image)
         assert cls == s.label and meta == s.meta
@@ -175,14 +179,14 @@ def test_resume_after_an_interrupted_run(setup, monkeypatch):
     monkeypatch.setattr(Synthesizer, "render", interrupted)
     result = synth(setup, out)
     assert result.exit_code == 130
-    assert sorted(p.name for p in out.iterdir()) == [shards.PLAN, "tiny-000000.tar"]
+    assert sorted(p.name for p in out.iterdir()) == [PLAN, "tiny-000000.tar"]
     (out / "tiny-000001.tar.tmp").write_bytes(b"half a shard")  # what a SIGKILL would leave behind
     monkeypatch.setattr(Synthesizer, "render", real_render)
     result = synth(setup, out)
     assert result.exit_code == 0, result.output
     assert "(14 rendered, 1 shard(s) kept)" in result.stdout
     assert digests(out) == digests(clean) and not list(out.glob("*.tmp"))
-    assert shards.read_manifest(out)["shards"] == shards.read_manifest(clean)["shards"]
+    assert read_manifest(out)["shards"] == read_manifest(clean)["shards"]
 
 
 def test_resume_keeps_complete_shards(setup):
@@ -193,7 +197,7 @@ def test_resume_keeps_complete_shards(setup):
     result = synth(setup, out)
     assert result.exit_code == 0, result.output
     assert "(10 rendered, 2 shard(s) kept)" in result.stdout
-    assert digests(out) == before and shards.verify(out) == []
+    assert digests(out) == before and verify(out) == []
 
 
 def test_different_dataset_in_out_is_refused_unless_forced(setup):
@@ -205,13 +209,13 @@ def test_different_dataset_in_out_is_refused_unless_forced(setup):
     assert "synthesis.seed" in result.stderr and digests(out) == before
     result = synth(setup, out, "--seed", "1", "--force")
     assert result.exit_code == 0, result.output
-    assert digests(out) != before and shards.verify(out) == []
-    assert shards.read_manifest(out)["synthesis"]["seed"] == 1
+    assert digests(out) != before and verify(out) == []
+    assert read_manifest(out)["synthesis"]["seed"] == 1
 
 
 def test_full_disk_fails_cleanly(setup, monkeypatch):
     out = setup["tmp"] / "ds"
-    real = shards._tar_member_bytes
+    real = writer._tar_member_bytes
     calls = {"n": 0}
 
     def full_disk(name, data):
@@ -220,23 +224,23 @@ def test_full_disk_fails_cleanly(setup, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(name, data)
 
-    monkeypatch.setattr(shards, "_tar_member_bytes", full_disk)
+    monkeypatch.setattr(writer, "_tar_member_bytes", full_disk)
     result = synth(setup, out)
     assert result.exit_code == 1 and "disk full" in result.stderr
     assert "Traceback" not in result.output
-    assert sorted(p.name for p in out.iterdir()) == [shards.PLAN, "tiny-000000.tar"]
-    monkeypatch.setattr(shards, "_tar_member_bytes", real)
-    assert synth(setup, out).exit_code == 0 and shards.verify(out) == []
+    assert sorted(p.name for p in out.iterdir()) == [PLAN, "tiny-000000.tar"]
+    monkeypatch.setattr(writer, "_tar_member_bytes", real)
+    assert synth(setup, out).exit_code == 0 and verify(out) == []
 
 
 def test_pixel_mode_needs_no_generator(setup):
     out = setup["tmp"] / "px"
     result = synth(setup, out, "--mode", "pixel", "--n-sources", "2", "--n-per-class", "3", generator=False)
     assert result.exit_code == 0, result.output
-    manifest = shards.read_manifest(out)
+    manifest = read_manifest(out)
     assert manifest["generator"] is None and manifest["total"] == 12
     assert "pixel-space composition" in (out / "README.md").read_text()
-    assert all(s.meta["n_sources"] == 2 and s.meta["mode"] == "pixel" for s in shards.iter_samples(out))
+    assert all(s.meta["n_sources"] == 2 and s.meta["mode"] == "pixel" for s in iter_samples(out))
 
 
 @pytest.mark.parametrize(
@@ -294,7 +298,7 @@ def test_shard_size_flag_and_the_few_shards_warning(setup):
     assert "--shard-size" in few.stderr
     enough = synth(setup, setup["tmp"] / "enough", "--shard-size", "6")
     assert enough.exit_code == 0, enough.output
-    assert len(shards.read_manifest(setup["tmp"] / "enough")["shards"]) == 4 and "warning" not in enough.stderr
+    assert len(read_manifest(setup["tmp"] / "enough")["shards"]) == 4 and "warning" not in enough.stderr
 
 
 def test_generator_mode_without_generator(setup):
@@ -319,12 +323,12 @@ def test_split_across_processes_is_byte_identical(setup, mode):
 
     one, split = setup["tmp"] / "one", setup["tmp"] / "split"
     for directory in (one, split):
-        shards.plan_dataset(directory, {"mode": mode}, force=False)
-    shards.write_dataset_shards(one, synthesizer(), cfg.shards, cfg.batch_size, progress=False)
-    count = shards.n_shards(20, 3)
+        plan_dataset(directory, {"mode": mode}, force=False)
+    write_dataset_shards(one, synthesizer(), cfg.shards, cfg.batch_size, progress=False)
+    count = n_shards(20, 3)
     for rank in range(2):
-        indices = shards.shards_for_rank(count, rank, 2)
-        shards.write_dataset_shards(split, synthesizer(), cfg.shards, cfg.batch_size, indices, progress=False)
+        indices = shards_for_rank(count, rank, 2)
+        write_dataset_shards(split, synthesizer(), cfg.shards, cfg.batch_size, indices, progress=False)
     assert digests(one) == digests(split) and len(digests(one)) == 7
 
 
@@ -340,12 +344,12 @@ def test_missing_subset_and_missing_params_section(setup):
 def test_every_set_carries_its_diagnostics_and_the_real_subsets(setup):
     out = setup["tmp"] / "ds"
     assert synth(setup, out).exit_code == 0
-    diagnostics = shards.read_manifest(out)["diagnostics"]
+    diagnostics = read_manifest(out)["diagnostics"]
     assert diagnostics["prefix_per_class"] == 200
     syn, real = diagnostics["synthetic"], diagnostics["real"]
     assert syn["n_images"] == 24 and real["n_images"] == len(read_subset(setup["subset"]).train)
     assert 0 < syn["hf_share"] < 1 and 0 < real["hf_share"] < 1 and syn["diversity"] > 0
-    shares = [s.meta["largest_share"] for s in shards.iter_samples(out)]
+    shares = [s.meta["largest_share"] for s in iter_samples(out)]
     assert syn["largest_source_share"] == pytest.approx(np.mean(shares)) and min(shares) >= 1 / 3
     assert real["largest_source_share"] is None
     assert "high-frequency power share" in (out / "README.md").read_text()
@@ -356,20 +360,20 @@ def test_blur_control_mixes_the_reference_sources_and_masks_and_matches_its_shar
     assert synth(setup, reference).exit_code == 0
     result = synth(setup, blurred, "--mode", "blur", "--blur-reference", str(reference), "--name", "blur")
     assert result.exit_code == 0, result.output
-    manifest = shards.read_manifest(blurred)
+    manifest = read_manifest(blurred)
     sigma = manifest["synthesis"]["blur_sigma"]
     assert manifest["synthesis"]["mode"] == "blur" and sigma >= 0 and f"sigma {sigma} px" in result.output
-    ref = {s.key: s.meta for s in shards.iter_samples(reference)}
-    for sample in shards.iter_samples(blurred):
+    ref = {s.key: s.meta for s in iter_samples(reference)}
+    for sample in iter_samples(blurred):
         assert sample.meta["sources"] == ref[sample.key]["sources"]
         assert sample.meta["largest_share"] == ref[sample.key]["largest_share"]  # the same masks
-    target = shards.read_manifest(reference)["diagnostics"]["synthetic"]["hf_share"]
+    target = read_manifest(reference)["diagnostics"]["synthetic"]["hf_share"]
     got = manifest["diagnostics"]["synthetic"]["hf_share"]
     assert got == pytest.approx(target, abs=0.02) or sigma in (0.0, 4.0)
     # A given sigma is reproducible and recorded.
     fixed = setup["tmp"] / "fixed"
     assert synth(setup, fixed, "--mode", "blur", "--blur-sigma", "1.5", generator=False).exit_code == 0
-    assert shards.read_manifest(fixed)["synthesis"]["blur_sigma"] == 1.5
+    assert read_manifest(fixed)["synthesis"]["blur_sigma"] == 1.5
 
 
 @pytest.mark.parametrize(
@@ -409,9 +413,9 @@ def test_a_crafted_manifest_makes_synthesize_delete_nothing(setup, where):
     out = setup["tmp"] / "ds"
     assert synth(setup, out).exit_code == 0
     name = "../victimdir/victim.txt" if where == "relative" else str(victim)
-    manifest = json.loads((out / shards.MANIFEST).read_text())
+    manifest = json.loads((out / MANIFEST).read_text())
     manifest["shards"].append({"name": name, "sha256": "0" * 64, "count": 1})
-    (out / shards.MANIFEST).write_text(json.dumps(manifest))
+    (out / MANIFEST).write_text(json.dumps(manifest))
     before = tree(setup["tmp"])
     result = synth(setup, out)
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -454,7 +458,7 @@ def test_resume_renders_a_damaged_shard_again_and_verify_advice_repairs(setup, m
         monkeypatch.setattr(Synthesizer, "render", killed)
         assert synth(setup, out).exit_code == 130
         monkeypatch.setattr(Synthesizer, "render", real_render)
-        assert sorted(p.name for p in out.iterdir()) == [shards.PLAN, "tiny-000000.tar", "tiny-000001.tar"]
+        assert sorted(p.name for p in out.iterdir()) == [PLAN, "tiny-000000.tar", "tiny-000001.tar"]
     else:
         assert synth(setup, out).exit_code == 0
     damage_shard(out / "tiny-000001.tar", how)
@@ -475,19 +479,19 @@ def test_resume_renders_a_damaged_shard_again_and_verify_advice_repairs(setup, m
 def test_the_manifest_covers_the_card_and_gains_only_card_sha256(setup):
     out = setup["tmp"] / "ds"
     assert synth(setup, out).exit_code == 0
-    manifest = shards.read_manifest(out)
-    assert manifest["card_sha256"] == file_digest(out / shards.CARD)
+    manifest = read_manifest(out)
+    assert manifest["card_sha256"] == file_digest(out / CARD)
     assert set(manifest) == {
         "format", "total", "class_names", "resolution", "counts", "shards", "diagnostics", "card_sha256",
         "name", "shard_size", "generator", "subset", "synthesis", "compute", "masks", "versions",
     }  # fmt: skip
-    names = [shards.CARD, shards.MANIFEST, *[f"tiny-00000{i}.tar" for i in range(3)]]
+    names = [CARD, MANIFEST, *[f"tiny-00000{i}.tar" for i in range(3)]]
     assert sorted(p.name for p in out.iterdir()) == names  # no plan, no lock, no temporary left
 
 
 HOLD_LOCK = """
 import sys, time
-from pipeline.synthesis.shards import lock_directory
+from pipeline.synthesis.shards.lock import lock_directory
 with lock_directory(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)
@@ -504,13 +508,13 @@ def test_a_second_synthesize_into_the_same_out_is_refused(setup):
         result = synth(setup, out)
         assert result.exit_code == 1 and result.stderr.count("\n") == 1
         assert f"another synthesize is writing to {out} (pid {holder.pid})" in result.stderr
-        assert sorted(p.name for p in out.iterdir()) == [shards.LOCK]  # nothing claimed, nothing written
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing claimed, nothing written
     finally:
         holder.kill()  # a SIGKILL: its lock dies with it, its lock file stays
         holder.wait()
-    assert (out / shards.LOCK).exists()
+    assert (out / LOCK).exists()
     assert synth(setup, out).exit_code == 0
-    assert not (out / shards.LOCK).exists() and shards.verify(out) == []
+    assert not (out / LOCK).exists() and verify(out) == []
 
 
 # `hydramix` with rendering slowed to 20 ms per chunk, so that a shard takes about a second to write.
@@ -545,10 +549,10 @@ def test_sigint_to_a_real_synthesize_leaves_no_temporary(setup):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     assert b"interrupted" in err and b"Traceback" not in err
-    assert not list(out.glob("*.tmp")) and not (out / shards.LOCK).exists()
+    assert not list(out.glob("*.tmp")) and not (out / LOCK).exists()
     finished = runner.invoke(app, args)
     assert finished.exit_code == 0, finished.output
-    assert shards.verify(out) == []
+    assert verify(out) == []
 
 
 def test_a_generator_trained_on_resized_sources_writes_the_subsets_resolution(setup):
@@ -560,7 +564,7 @@ def test_a_generator_trained_on_resized_sources_writes_the_subsets_resolution(se
         target = out if not extra else setup["tmp"] / extra[1]
         result = synth(setup, target, "--generator", str(big), *extra, generator=False)
         assert result.exit_code == 0, result.output
-        manifest = shards.read_manifest(target)
+        manifest = read_manifest(target)
         assert manifest["resolution"] == 16 and manifest["render_resolution"] == 32
-        assert all(s.image.shape == (16, 16, 3) for s in shards.iter_samples(target))
-        assert shards.verify(target) == []
+        assert all(s.image.shape == (16, 16, 3) for s in iter_samples(target))
+        assert verify(target) == []

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.synthesis import shards
-from pipeline.synthesis.shards import Sample
+from pipeline.synthesis.shards import reader, verification
+from pipeline.synthesis.shards.dataset_writer import finish_dataset
+from pipeline.synthesis.shards.format import MANIFEST, Sample, shard_name
+from pipeline.synthesis.shards.verification import verify
+from pipeline.synthesis.shards.writer import write_shard
 from stages.cli import app
 
 runner = CliRunner()
@@ -23,8 +26,8 @@ def make_dataset(directory: Path) -> None:
         Sample(f"{s:06d}", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), s % 3, {"sample_id": s}) for s in range(9)
     ]
     directory.mkdir()
-    entries = [shards.write_shard(directory / shards.shard_name("t", i), samples[4 * i : 4 * i + 4]) for i in range(3)]
-    shards.finish_dataset(
+    entries = [write_shard(directory / shard_name("t", i), samples[4 * i : 4 * i + 4]) for i in range(3)]
+    finish_dataset(
         directory,
         entries,
         class_names=("a", "b", "c"),
@@ -64,7 +67,7 @@ def test_verify_a_directory_that_is_not_a_dataset(tmp_path):
 
 
 def edit_manifest(directory: Path, edit) -> None:
-    path = directory / shards.MANIFEST
+    path = directory / MANIFEST
     manifest = json.loads(path.read_text())
     path.write_text(json.dumps(edit(manifest)))
 
@@ -99,7 +102,7 @@ def test_verify_a_malformed_manifest_is_one_line_error(tmp_path, edit, expected)
 
 def test_verify_an_unreadable_manifest_is_one_line_error(tmp_path):
     make_dataset(tmp_path / "ds")
-    (tmp_path / "ds" / shards.MANIFEST).write_text("{not json")
+    (tmp_path / "ds" / MANIFEST).write_text("{not json")
     assert "unreadable manifest" in one_line_error(runner.invoke(app, ["verify", str(tmp_path / "ds")]))
 
 
@@ -109,8 +112,9 @@ def test_verify_refuses_a_name_outside_the_dataset_before_opening_anything(tmp_p
     make_dataset(tmp_path / "ds")
     edit_manifest(tmp_path / "ds", lambda m: {**m, "shards": [*m["shards"][:1], {**m["shards"][1], "name": name}]})
     opened = []
-    monkeypatch.setattr(shards, "file_digest", lambda path: opened.append(path) or "")
-    monkeypatch.setattr(shards, "iter_shard", lambda path: opened.append(path) or iter(()))
+    for module in (reader, verification):  # where the readers look them up
+        monkeypatch.setattr(module, "file_digest", lambda path: opened.append(path) or "")
+        monkeypatch.setattr(module, "iter_shard", lambda path: opened.append(path) or iter(()))
     message = one_line_error(runner.invoke(app, ["verify", str(tmp_path / "ds")]))
     assert f"shards[1] names {name!r}, which is not a shard of this dataset" in message
     assert opened == []
@@ -160,6 +164,6 @@ def test_verify_a_missing_path_says_it_does_not_exist(tmp_path):
 
 def test_verify_progress_counts_images_so_the_eta_moves_within_a_shard(tmp_path, capsys):
     make_dataset(tmp_path / "ds")
-    assert shards.verify(tmp_path / "ds", progress=True) == []
+    assert verify(tmp_path / "ds", progress=True) == []
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("verify: 1/9 img") and lines[-1].startswith("verify: 9/9 img (100%)")

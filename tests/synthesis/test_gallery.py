@@ -16,8 +16,9 @@ from conftest import TINY_MASKS, TINY_SYNTH
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.synthesis import gallery, shards
-from pipeline.synthesis.shards import Sample
+from pipeline.synthesis import gallery
+from pipeline.synthesis.shards.format import Sample
+from pipeline.synthesis.shards.reader import iter_samples
 from stages.cli import app
 
 runner = CliRunner()
@@ -204,7 +205,7 @@ def test_gallery_command_end_to_end(dataset, tiny_subset, tmp_path):
     assert "circle" in page and "checker" in page and "wds.WebDataset" in page  # classes and the card
     assert '<tr class="mine"><th>tiny-set</th>' in page  # named after DIR, as `hydramix score` names it
     data = page_data(page)
-    first = next(shards.iter_samples(dataset))
+    first = next(iter_samples(dataset))
     assert data["samples"][0]["meta"] == json.loads(json.dumps(gallery._jsonable(first.meta)))
     assert set(data["sources"]) == {str(i) for s in data["samples"] for i in s["meta"]["sources"]}
     assert not list(out.parent.glob("*.tmp"))

@@ -14,9 +14,11 @@ import yaml
 from conftest import TINY_MASKS, TINY_SYNTH
 from typer.testing import CliRunner
 
-from pipeline.synthesis import shards
 from pipeline.synthesis.dataset_card import PROVENANCE_FEATURES, front_matter, render_card
-from pipeline.synthesis.shards import Sample, ShardConfig
+from pipeline.synthesis.shards.dataset_writer import write_dataset
+from pipeline.synthesis.shards.format import CARD, Sample, ShardConfig
+from pipeline.synthesis.shards.reader import iter_samples, read_manifest
+from pipeline.synthesis.shards.verification import verify
 from stages.cli import app
 
 runner = CliRunner()
@@ -65,8 +67,8 @@ def test_front_matter_declares_the_shards_and_the_features():
 
 def test_card_keeps_its_content_after_the_front_matter(tmp_path, tiny_subset):
     out = synthesize(tmp_path, tiny_subset, shard_size=6)
-    text = (out / shards.CARD).read_text()
-    manifest = shards.read_manifest(out)
+    text = (out / CARD).read_text()
+    manifest = read_manifest(out)
     body = text.split("\n---\n", 1)[1]
     assert body.startswith("\n# Synthetic dataset `tiny`\n")
     for needle in ("wds.WebDataset", "load_dataset(", "## Licence", "## Loading", "24 synthetic 16x16"):
@@ -74,14 +76,14 @@ def test_card_keeps_its_content_after_the_front_matter(tmp_path, tiny_subset):
     assert card_metadata(text)["dataset_info"]["features"][1]["dtype"]["class_label"]["names"] == {
         str(i): n for i, n in enumerate(manifest["class_names"])
     }
-    assert shards.verify(out) == []  # the card's sha256 is still the manifest's card_sha256
+    assert verify(out) == []  # the card's sha256 is still the manifest's card_sha256
 
 
 @pytest.mark.parametrize(("shard_size", "n_shards"), [(24, 1), (6, 4)])
 def test_load_dataset_gives_images_class_labels_and_provenance(tmp_path, tiny_subset, shard_size, n_shards):
     datasets = pytest.importorskip("datasets", reason=NO_DATASETS)
     out = synthesize(tmp_path, tiny_subset, shard_size)
-    manifest = shards.read_manifest(out)
+    manifest = read_manifest(out)
     assert len(manifest["shards"]) == n_shards
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
@@ -92,7 +94,7 @@ def test_load_dataset_gives_images_class_labels_and_provenance(tmp_path, tiny_su
     assert isinstance(train.features["cls"], datasets.ClassLabel)
     assert train.features["cls"].names == manifest["class_names"]
     assert isinstance(train.features["png"], datasets.Image)
-    ours = list(shards.iter_samples(out))
+    ours = list(iter_samples(out))
     for row, sample in zip(train, ours, strict=True):
         np.testing.assert_array_equal(np.asarray(row["png"].convert("RGB")), sample.image)  # decodes, lossless
         assert row["cls"] == sample.label and row["__key__"] == sample.key
@@ -116,7 +118,7 @@ def test_load_dataset_reads_awkward_class_names(tmp_path):
             ]
 
     out = tmp_path / "awkward"
-    manifest, _ = shards.write_dataset(
+    manifest, _ = write_dataset(
         out,
         Renderer(),
         ShardConfig("awkward", 100),
@@ -130,3 +132,12 @@ def test_load_dataset_reads_awkward_class_names(tmp_path):
     train = load(datasets, out, tmp_path / "hf-cache")["train"]
     assert train.features["cls"].names == list(AWKWARD) and train.num_rows == manifest["total"]
     assert train["cls"] == [s % len(AWKWARD) for s in range(train.num_rows)]
+
+
+def test_licence_caveat_follows_the_source_dataset():
+    from pipeline.synthesis.dataset_card import licence_caveat
+
+    assert "ciFAIR" in licence_caveat({"dataset": "cifair100"})
+    assert "Krizhevsky" in licence_caveat({"dataset": "folder", "source": "/data/cifar10-jpeg.tar.gz"})
+    assert "ImageNet" in licence_caveat({"dataset": "stl10"})
+    assert "not recorded" in licence_caveat({"dataset": "folder", "source": "/my/photos"})
