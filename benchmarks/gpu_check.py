@@ -236,7 +236,7 @@ def generator_lines(read: dict, mode: str) -> list[str]:
     steps, warm_steps = RECIPES[mode]["generator"]["iterations"], WARMUP_STEPS[mode]
     batch = RECIPES[mode]["generator"]["batch_size"]
 
-    def sources(t: dict) -> float:  # source images the run encoded (N varies per batch)
+    def sources(t: dict) -> float:  # source images the run encoded (N varies per mix)
         return t["throughput"]["source_images_per_s"] * t["train_seconds"]
 
     # The warm-up run pays the same one-off start (CUDA context, kernel selection, first allocations) as the

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.core.devices import autocast
-from pipeline.generator.batches import EVAL_STREAM, GRID_STREAM, TrainSplit, draw_mixes, make_batch, seed_of
+from pipeline.generator.batches import EVAL_STREAM, GRID_STREAM, TrainSplit, draw_batch, make_batch
 from pipeline.generator.config import GeneratorConfig
 from pipeline.generator.masks import colorize, pixel_composite, to_feature_resolution
 from pipeline.generator.networks import HydraMixGenerator, to_signed
@@ -43,14 +43,13 @@ def evaluate(
     eval_cfg = _without_flips(cfg)
     reports = []
     for i, start in enumerate(range(0, cfg.eval_mixes, cfg.batch_size)):
-        rng = np.random.default_rng([cfg.seed, EVAL_STREAM, i])
-        rows, flips = draw_mixes(rng, split.rows_per_class, min(cfg.batch_size, cfg.eval_mixes - start), eval_cfg)
-        batch = make_batch(split, rows, flips, seed_of(rng))
+        seeds, draw = draw_batch(split, eval_cfg, EVAL_STREAM, i, min(cfg.batch_size, cfg.eval_mixes - start))
+        batch = make_batch(split, seeds, draw)
         with autocast(device, dtype):
             masks_f = to_feature_resolution(batch.masks, HydraMixGenerator.downsampling)
             mix = g(batch.sources.contiguous(), masks_f).float()
         fidelity = fidelity_report((mix + 1) / 2, (batch.sources + 1) / 2, batch.masks, batch.valid)
-        reports.append((len(rows), fidelity))
+        reports.append((len(seeds), fidelity))
     return {
         "reconstruction_psnr_db": float(torch.cat(psnrs).mean()),
         "mask_fidelity": _weighted_fidelity(reports),
@@ -82,18 +81,16 @@ def picture_grid(g: HydraMixGenerator, split: TrainSplit, cfg: GeneratorConfig, 
     sources, the mask coloured by source, the pixel composite, the generator's mix."""
     images = split.images
     device = images.device
-    rng = np.random.default_rng([cfg.seed, GRID_STREAM])
     hi = cfg.masks.n_sources[1]
-    grid_cfg = replace_n(_without_flips(cfg), hi)
-    rows, flips = draw_mixes(rng, split.rows_per_class, cfg.grid_mixes, grid_cfg)
-    batch = make_batch(split, rows, flips, seed_of(rng))
+    seeds, draw = draw_batch(split, replace_n(_without_flips(cfg), hi), GRID_STREAM, 0, cfg.grid_mixes)
+    batch = make_batch(split, seeds, draw)
     sources, masks = batch.sources, batch.masks
     with autocast(device, dtype):
         mix = g(sources, to_feature_resolution(masks, HydraMixGenerator.downsampling)).float()
     to_u8 = lambda x: ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()  # noqa: E731
     tiles = [to_u8(sources[:, i]) for i in range(sources.shape[1])]
     tiles += [colorize(masks.cpu()), to_u8(pixel_composite(sources, masks)), to_u8(mix)]
-    b, res = len(rows), images.shape[-1]
+    b, res = len(seeds), images.shape[-1]
     scale = max(1, 64 // res)  # tiny images are scaled up (nearest) so a person can see them
     gap = 2
     side = res * scale

@@ -40,15 +40,16 @@ SEGMENT_KINDS: frozenset[str] = frozenset({"segmentation", "chimeramix"})
 _MASK53 = np.uint64((1 << 53) - 1)  # per-sample seeds stay exact in JSON (float64 mantissa)
 # The stream ids of a per-sample seed (``row_uniforms`` / ``row_randint``): each random decision of a row draws
 # from its own stream, so adding a decision moves no other. Every dataset's bytes depend on these values: add new
-# ids, never renumber. 1-5: the mask (this module); 101-103: the sample's sources (``pipeline.synthesis.engine``).
+# ids, never renumber. 1-5: the mask (this module); 101-104: the mix's sources (``pipeline.generator.sources``).
 STREAM_BASE = 1  # which source is the base whose superpixels are assigned
 STREAM_KEYS = 2  # the random permutation of regions (every source gets one)
 STREAM_FILL = 3  # the owners of the remaining regions / grid cells
 STREAM_GRID = 4  # grid k and its sub-cell shift
 STREAM_RANGE = 5  # chimeramix: the contiguous range of segment ids from the other source
-STREAM_N_SOURCES = 101  # N, drawn in synthesize.n_sources
+STREAM_N_SOURCES = 101  # N, drawn in generator.masks.n_sources / synthesize.n_sources
 STREAM_SOURCES = 102  # the N distinct images of the class
 STREAM_FLIPS = 103  # their horizontal flips
+STREAM_CLASS = 104  # the class of a training mix (synthesis assigns classes by sample id)
 
 
 @dataclass(frozen=True)

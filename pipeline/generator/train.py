@@ -25,7 +25,7 @@ from pipeline.core.devices import autocast, resolve_device, resolve_dtype
 from pipeline.core.errors import WriteError
 from pipeline.core.progress import note, tqdm
 from pipeline.data.imageset import ImageSet
-from pipeline.generator.batches import TRAIN_STREAM, Batch, draw_mixes, make_batch, prepare_split, seed_of
+from pipeline.generator.batches import TRAIN_STREAM, Batch, draw_batch, make_batch, prepare_split
 from pipeline.generator.config import GeneratorConfig, LossConfig
 from pipeline.generator.evaluation import evaluate, picture_grid
 from pipeline.generator.files import load_train_state, save_train_state
@@ -71,9 +71,10 @@ class GeneratorPass(nn.Module):
         """flat (B*N, 3, H, W) sources, masks_f (B, N, H/4, W/4), keep (B*N,) bool (real sources) ->
         (K + B, 3, H, W): the K kept sources' reconstructions, then the B mixes."""
         g = self.generator
-        feats = g.encode(flat)  # (B*N, C, H/4, W/4)
-        mixed = g.mix(feats.unflatten(0, masks_f.shape[:2]), masks_f)  # (B, C, H/4, W/4)
-        return g.decode(torch.cat([feats[keep], mixed]))
+        kept = g.encode(flat[keep])  # (K, C, H/4, W/4): padding slots are not encoded
+        feats = kept.new_zeros((flat.shape[0], *kept.shape[1:])).index_copy(0, keep.nonzero()[:, 0], kept)
+        mixed = g.mix(feats.unflatten(0, masks_f.shape[:2]), masks_f)  # (B, C, H/4, W/4); 0 mask on padding
+        return g.decode(torch.cat([kept, mixed]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +108,7 @@ def train_step(
         fake_scores = d_frozen(out[-b:])
     out = out.float()
     recon, mixes = out[:-b], out[-b:]
-    l_rec = image_loss(recon, flat[keep], weights.pyramid, weights.pyramid_levels)
+    l_rec = image_loss(recon, flat[keep], weights.pyramid, weights.pyramid_levels) * batch.source_share
     l_mix = image_loss(mixes, pixel_composite(sources, masks), weights.pyramid, weights.pyramid_levels)
     l_adv = lsgan_generator_loss(fake_scores)
     g_loss = weights.reconstruction * l_rec + weights.mix * l_mix + weights.adversarial * l_adv
@@ -185,10 +186,9 @@ def train_generator(
     seconds_before, loop_start = state["train_seconds"], time.perf_counter()
     while state["step"] < cfg.iterations:
         step = state["step"]
-        rng = np.random.default_rng([cfg.seed, TRAIN_STREAM, step])
         # Every process draws the same global batch and trains on its part (with that part's masks).
-        rows, flips = draw_mixes(rng, split.rows_per_class, cfg.batch_size, cfg)
-        batch = make_batch(split, rows, flips, seed_of(rng), part)
+        seeds, draw = draw_batch(split, cfg, TRAIN_STREAM, step, cfg.batch_size)
+        batch = make_batch(split, seeds, draw, part)
         for opt, base in ((opt_g, cfg.lr), (opt_d, cfg.lr_discriminator)):
             for group in opt.param_groups:
                 group["lr"] = base * lr_factor(step, cfg)
@@ -196,8 +196,8 @@ def train_generator(
         losses = distributed.mean_over_ranks(losses)  # global-batch losses for the log
 
         state["step"] = step + 1
-        state["source_images"] += int((rows >= 0).sum())  # the global batch
-        state["mixes"] += len(rows)
+        state["source_images"] += int(draw.n.sum())  # the global batch
+        state["mixes"] += len(seeds)
         if (row := _log_losses(state, losses, cfg)) is not None:
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
         bar.update(1)

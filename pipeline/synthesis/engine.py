@@ -2,7 +2,8 @@
 
 Sample ``s`` belongs to class ``s % C`` (classes interleaved, so any prefix of ids is class-balanced). Its
 per-sample seed is ``derive_seeds(cfg.seed, [s])``; from that seed alone come N (drawn in ``cfg.n_sources``),
-its N sources (distinct images of its class), their horizontal flips and its mask. The expensive per-image
+its N sources (distinct images of its class), their horizontal flips (``pipeline.generator.sources``, the
+sampler the generator was trained with) and its mask. The expensive per-image
 work is done once in the constructor: Felzenszwalb superpixels of every subset image and, in generator mode,
 the encoder features of every image (and of its mirror image). Rendering a batch is then a feature gather, the
 mask-weighted sum at H/4 and one batched decoder forward, so synthesis is decoder-bound.
@@ -36,20 +37,16 @@ from pipeline.core.threads import Threads, check_threads
 from pipeline.data.imageset import ImageSet
 from pipeline.generator.masks import (
     SEGMENT_KINDS,
-    STREAM_FLIPS,
-    STREAM_N_SOURCES,
-    STREAM_SOURCES,
     MaskConfig,
     MaskKind,
     MaskSampler,
     derive_seeds,
     pixel_composite,
-    row_randint,
-    row_uniforms,
     segment_images,
     to_feature_resolution,
 )
 from pipeline.generator.networks import to_signed
+from pipeline.generator.sources import ClassMembers, draw_sources
 from pipeline.synthesis.blur import fit_blur_sigma, gaussian_blur
 from pipeline.synthesis.diagnostics import largest_source_share
 from pipeline.synthesis.shards.format import ShardConfig
@@ -158,12 +155,7 @@ class Synthesizer:
                     f"class '{self.class_names[c]}' has {count} train image(s) but synthesize.n_sources "
                     f"asks for up to {need} distinct sources per mix; lower synthesize.n_sources"
                 )
-        # (C, K_max) row positions of each class's images, padded with -1.
-        self._members = np.full((len(counts), int(counts.max())), -1, dtype=np.int64)
-        for c in range(len(counts)):
-            rows = np.flatnonzero(train.labels == c)
-            self._members[c, : len(rows)] = rows
-        self._counts = counts.astype(np.int64)
+        self._classes = ClassMembers.of(train.labels, len(self.class_names))
 
         # Superpixels once per image (grid masks need only the image size).
         if self.mask_cfg.kind in SEGMENT_KINDS:
@@ -217,17 +209,8 @@ class Synthesizer:
             raise HydraMixError(f"sample ids must lie in [0, {self.total}), got {ids.min()}..{ids.max()}")
         labels = ids % len(self.class_names)
         seeds = derive_seeds(self.cfg.seed, ids)
-        lo, hi = self.cfg.n_sources
-        n = lo + row_randint(seeds, np.full(len(ids), hi - lo + 1), 1, STREAM_N_SOURCES)[:, 0]
-        # N distinct images of the class: the first N of a seeded random order of its members.
-        k_max = self._members.shape[1]
-        keys = row_uniforms(seeds, k_max, STREAM_SOURCES)
-        keys = np.where(np.arange(k_max)[None, :] < self._counts[labels][:, None], keys, 2.0)
-        order = np.argsort(keys, axis=1, kind="stable")[:, :hi]
-        rows = np.take_along_axis(self._members[labels], order, axis=1)
-        used = np.arange(hi)[None, :] < n[:, None]
-        rows = np.where(used, rows, -1)
-        flipped = (row_uniforms(seeds, hi, STREAM_FLIPS) < 0.5) & used if self.cfg.flip_sources else 0 * used > 0
+        draw = draw_sources(seeds, labels, self._classes, self.cfg.n_sources, self.cfg.flip_sources)
+        n, rows, flipped = draw.n, draw.rows, draw.flipped
         return {"labels": labels, "seeds": seeds, "n": n, "rows": rows, "flipped": flipped}
 
     def render(self, sample_ids: np.ndarray) -> list[Rendered]:

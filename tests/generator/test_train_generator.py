@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 import pipeline.generator.train as tg
 from pipeline.core.config import from_dict, to_dict
 from pipeline.core.errors import ConfigError, HydraMixError
-from pipeline.generator.batches import class_rows, draw_mixes, prepare_images
+from pipeline.generator.batches import class_members, prepare_images
 from pipeline.generator.config import GeneratorConfig
 from pipeline.generator.files import load_generator, save_generator
 from pipeline.generator.masks import MaskConfig
+from pipeline.generator.sources import draw_classes, draw_sources, mix_seeds
 from pipeline.generator.train import train_generator
 from stages.cli import app
 from tests.conftest import make_imageset, tiny_generator_config
@@ -105,15 +106,12 @@ def test_small_class_error_and_cap(images) -> None:
         small, dataclasses.replace(cfg, cap_sources_to_class_size=True), subset_sha256="s", progress=False
     )
     assert capped.metrics["step"] == 1
-    rng = np.random.default_rng(0)
-    rows, flips = draw_mixes(
-        rng,
-        class_rows(small, dataclasses.replace(cfg, cap_sources_to_class_size=True)),
-        64,
-        dataclasses.replace(cfg, cap_sources_to_class_size=True),
-    )
-    assert (rows[:, :2] >= 0).all() and (rows == -1).any()  # stripes mixes are padded
-    assert not flips[rows < 0].any()
+    classes = class_members(small, dataclasses.replace(cfg, cap_sources_to_class_size=True))
+    seeds = mix_seeds(0, 1, 0, 64)
+    draw = draw_sources(seeds, draw_classes(seeds, 3), classes, (3, 3), flip=True)
+    assert (draw.rows[:, :2] >= 0).all() and (draw.rows == -1).any()  # stripes mixes are padded
+    assert (draw.n == np.where(classes.counts[draw_classes(seeds, 3)] < 3, 2, 3)).all()
+    assert not draw.flipped[draw.rows < 0].any()
 
 
 def test_resolution_mismatch_and_resize(images) -> None:
