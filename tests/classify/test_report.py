@@ -89,12 +89,12 @@ def test_aggregate_and_table(tmp_path):
     assert base["seeds"] == [0, 1, 2] and base["top1_values"] == [0.20, 0.24, 0.22]
     table = markdown_table(compare(rows))
     assert (
-        "| dataset | k | run | top-1 (%) | macro (%) | n | Δ vs baseline [95% CI] | Δ vs best classic [95% CI] |"
-        in (table)
+        "| dataset | k | run | top-1 (%) | macro (%) | n | Δ vs baseline [95% CI] | Δ vs best classic [95% CI] | "
+        "Δ vs its parts [95% CI] |" in (table)
     )
-    assert "| cifar10 | 10 | baseline | 22.00 ± 2.00 | 18.00 ± 7.21 | 3 | — | — | 0, 1, 2 |" in table
+    assert "| cifar10 | 10 | baseline | 22.00 ± 2.00 | 18.00 ± 7.21 | 3 | — | — | — | 0, 1, 2 |" in table
     assert "| cifar10 | 10 | hydramix | 32.00 ± 2.00 |" in table and "| +10.00 [+10.00, +10.00] |" in table
-    assert "| cifar10 | 50 | baseline | 50.00 | 50.00 | 1 | — | — | 0 |" in table  # one seed: no ± shown
+    assert "| cifar10 | 50 | baseline | 50.00 | 50.00 | 1 | — | — | — | 0 |" in table  # one seed: no ± shown
     assert "paired by seed" in table and "mean ± t(0.975; n−1 df) · sd / √n" in table
     plot_results(compare(rows), tmp_path / "out" / "plot.png")
     assert (tmp_path / "out" / "plot.png").read_bytes()[:4] == b"\x89PNG"
@@ -177,9 +177,12 @@ def test_best_classic_is_the_best_non_baseline_classic_row(tmp_path):
     table = markdown_table(report)
     assert "cifar10 k=10: mixup; cifar10 k=50: none" in table
     assert "| cifar10 | 10 | hydramix | 70.00 ± 0.00 | 70.00 ± 0.00 | 2 | +9.00 [" in table
-    assert "] vs mixup | 0, 1 |" in table
-    assert "| cifar10 | 10 | mixup | 42.00 ± 2.83 | 42.00 ± 2.83 | 2 | -19.00 [-31.71, -6.29] | — | 0, 1 |" in table
-    assert "| cifar10 | 50 | hydramix | 60.00 ± 0.00 | 60.00 ± 0.00 | 2 | +10.00 [+10.00, +10.00] | — | 0, 1 |" in table
+    assert "] vs mixup | — | 0, 1 |" in table
+    assert "| cifar10 | 10 | mixup | 42.00 ± 2.83 | 42.00 ± 2.83 | 2 | -19.00 [-31.71, -6.29] | — | — | 0, 1 |" in table
+    assert (
+        "| cifar10 | 50 | hydramix | 60.00 ± 0.00 | 60.00 ± 0.00 | 2 | +10.00 [+10.00, +10.00] | — | — | 0, 1 |"
+        in table
+    )
 
 
 def test_best_classic_seeds_must_match_too(tmp_path):
@@ -237,7 +240,7 @@ def test_single_seed_shows_the_difference_without_interval(tmp_path, monkeypatch
     diff = row(report, "hydramix", k=50)["vs_reference"]
     assert diff == pytest.approx({"reference": "baseline", "n": 1, "mean": 0.10, "low": None, "high": None})
     table = markdown_table(report)
-    assert "| cifar10 | 50 | hydramix | 40.00 | 40.00 | 1 | +10.00 [—] | +5.00 [—] vs mixup | 0 |" in table
+    assert "| cifar10 | 50 | hydramix | 40.00 | 40.00 | 1 | +10.00 [—] | +5.00 [—] vs mixup | — | 0 |" in table
 
     figures = []
     monkeypatch.setattr(pipeline.classify.report, "save_figure", lambda fig, path: figures.append(fig))
@@ -343,3 +346,20 @@ def test_results_csv_is_one_row_per_run_for_dvc_plots(tmp_path):
     # Several panels: the label says which, so a bar chart never merges two datasets or k.
     write_runs(metrics, "baseline", [0.4, 0.41], k=50)
     assert "k=50: baseline" in results_csv(report_of(sorted(metrics.glob("*.json"))))
+
+
+def test_a_combination_is_paired_with_each_of_its_parts(tmp_path):
+    paths = write_runs(tmp_path, "baseline", [0.20, 0.22, 0.21])
+    paths += write_runs(tmp_path, "mixup", [0.30, 0.33, 0.31])
+    paths += write_runs(tmp_path, "hydramix", [0.25, 0.26, 0.28])
+    paths += write_runs(tmp_path, "hydramix", [0.32, 0.34, 0.35], augment="mixup")
+    paths += write_runs(tmp_path, "pixelmix", [0.20, 0.20, 0.20], augment="cutout")  # cutout alone was not run
+    report = report_of(paths)
+    combo = row(report, "hydramix+mixup")
+    assert [d["reference"] for d in combo["vs_parts"]] == ["mixup", "hydramix"]
+    assert combo["vs_parts"][0]["mean"] == pytest.approx(0.0233333, abs=1e-6)  # (0.02 + 0.01 + 0.04) / 3
+    assert combo["vs_parts"][1]["mean"] == pytest.approx(0.0733333, abs=1e-6)
+    assert [d["reference"] for d in row(report, "pixelmix+cutout")["vs_parts"]] == []
+    assert row(report, "mixup")["vs_parts"] == []
+    table = markdown_table(report)
+    assert "+2.33 [" in table and "] vs mixup; +7.33 [" in table and "] vs hydramix |" in table
