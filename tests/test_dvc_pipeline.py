@@ -17,7 +17,7 @@ from pipeline.classify.train import ClassifierConfig
 from pipeline.core.config import from_dict
 from pipeline.data.prepare import PrepareConfig, SubsetConfig
 from pipeline.generator.config import GeneratorConfig
-from pipeline.metric.clip_scorer import ScoreConfig
+from pipeline.metric.score_dataset import ScoreConfig
 from pipeline.synthesis.engine import SynthConfig
 from stages.app import COMMANDS, stage_module
 from stages.cli import app

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -34,7 +34,6 @@ import torch
 from pipeline.core.devices import autocast, resolve_device, resolve_dtype
 from pipeline.core.errors import HydraMixError
 from pipeline.core.progress import tqdm
-from pipeline.core.threads import Threads, check_threads
 from pipeline.core.torch_io import load_error
 from pipeline.metric.entropy import ClassMetrics, SynsetAccumulator, synset_probabilities
 from pipeline.metric.synsets import Vocabulary, prompts, templates_digest
@@ -43,32 +42,6 @@ _CACHE_FORMAT = "hydramix-clip-text/1"
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")
 # A trained CLIP's temperature is clamped to 100 in training; a larger value would be a broken checkpoint.
 _MAX_LOGIT_SCALE = 100.0
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """Params section ``score`` (see params.yaml for what each key means)."""
-
-    model: str = "ViT-B-32"
-    pretrained: str = "laion2b_s34b_b79k"
-    require_weights: bool = False
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = 128
-    vocabulary: str = "imagenet"
-    templates: Literal["openai", "simple"] = "openai"
-    top_k: int = 5
-    connect_timeout_s: float = 5.0
-    threads: Threads = "auto"  # CPU threads, see pipeline.core.threads
-
-    def __post_init__(self) -> None:
-        check_threads(self.threads)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.connect_timeout_s <= 0:
-            raise ValueError(f"connect_timeout_s must be > 0, got {self.connect_timeout_s}")
 
 
 class WeightsUnavailable(HydraMixError):

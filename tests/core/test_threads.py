@@ -37,7 +37,7 @@ def test_bad_values_are_rejected(bad):
     "section, cls",
     [
         ("synthesize", "pipeline.synthesis.engine:SynthConfig"),
-        ("score", "pipeline.metric.clip_scorer:ScoreConfig"),
+        ("score", "pipeline.metric.score_dataset:ScoreConfig"),
         ("classifier", "pipeline.classify.train:ClassifierConfig"),
         ("prepare", "pipeline.data.prepare:PrepareConfig"),
     ],
