@@ -5,7 +5,7 @@ SPEED ONLY: the model is a RANDOMLY INITIALISED open_clip ViT-B-32 (no pretraine
 is not part of the per-image cost). No metric value is computed for reporting or printed.
 
 full scorer = uint8 batch -> device -> resize/crop/normalise -> image tower -> p(s|x) over 1,000 synsets ->
-per-class accumulators + top-k rows into a Parquet file, i.e. ``pipeline.metric.clip_scorer.score_source``.
+per-class accumulators + top-k rows into a Parquet file, i.e. ``pipeline.metric.scoring_loop.score_source``.
 bare forward = ``model.encode_image`` on already preprocessed pixels, same batch size, precision and autocast.
 
     python benchmarks/bench_score.py [--n 128] [--batch-size 32] [--precision fp32|bf16] [--resolution 32]
@@ -23,16 +23,10 @@ import open_clip
 import torch
 
 from pipeline.core.devices import resolve_device
-from pipeline.metric.clip_scorer import (
-    SampleTableWriter,
-    ScoreSource,
-    batches_from_arrays,
-    clip_from_model,
-    encode_images,
-    preprocess,
-    score_dtype,
-    score_source,
-)
+from pipeline.metric.clip_model import clip_from_model, encode_images, preprocess, score_dtype
+from pipeline.metric.image_batches import ScoreSource, batches_from_arrays
+from pipeline.metric.sample_table import SampleTableWriter
+from pipeline.metric.scoring_loop import score_source
 from pipeline.metric.synsets import imagenet_vocabulary
 
 

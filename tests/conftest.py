@@ -179,3 +179,57 @@ def register_tiny_model(directory: Path) -> str:
         (directory / f"{TINY_NAME}.json").write_text(json.dumps(TINY_CFG))
         open_clip.add_model_config(directory / f"{TINY_NAME}.json")
     return TINY_NAME
+
+
+def tiny_checkpoint(directory: Path) -> Path:
+    """A randomly initialised tiny open_clip model saved as a local checkpoint file (plumbing only)."""
+    import open_clip
+
+    directory.mkdir(parents=True, exist_ok=True)
+    name = register_tiny_model(directory)
+    torch.manual_seed(0)
+    model = open_clip.create_model(name, pretrained_text=False)
+    path = directory / "tiny_open_clip.bin"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """The tiny checkpoint loaded as a frozen ``LoadedClip`` on the CPU, in fp32."""
+    from pipeline.metric.clip_model import load_clip
+
+    path = tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+    return load_clip(TINY_NAME, str(path), device="cpu", precision="fp32")
+
+
+def synthetic_dataset(directory: Path, n_per_class: int, class_names=("a", "b"), size: int = 12) -> Path:
+    """A shard dataset directory of random images (one shard, ``n_per_class`` per class), as synthesize writes."""
+    from pipeline.synthesis.shards.dataset_writer import finish_dataset
+    from pipeline.synthesis.shards.format import Sample
+    from pipeline.synthesis.shards.writer import write_shard
+
+    rng = np.random.default_rng(1)
+    samples = [
+        Sample(f"s{c}x{i:03d}", rng.integers(0, 256, (size, size, 3), dtype=np.uint8), c, {})
+        for c in range(len(class_names))
+        for i in range(n_per_class)
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = [write_shard(directory / "toy-000000.tar", samples)] if samples else []
+    finish_dataset(
+        directory,
+        entries,
+        class_names=class_names,
+        resolution=size,
+        counts={name: n_per_class for name in class_names},
+        identity={},
+        card="toy",
+    )
+    return directory
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    """Write ``lines`` as a UTF-8 text file (a synset vocabulary file, say); return ``path``."""
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

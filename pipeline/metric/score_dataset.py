@@ -20,21 +20,15 @@ from pipeline.core.errors import HydraMixError
 from pipeline.core.threads import Threads, check_threads
 from pipeline.data.imageset import ImageSet
 from pipeline.data.subsets import read_subset
-from pipeline.metric.clip_scorer import (
-    LoadedClip,
-    SampleTableWriter,
-    ScoreSource,
-    WeightsUnavailable,
-    batches_from_arrays,
-    batches_from_samples,
-    check_model_name,
-    load_clip,
-    score_source,
-    text_embeddings,
-)
+from pipeline.metric.clip_model import LoadedClip, load_clip
+from pipeline.metric.clip_weights import WeightsUnavailable, check_model_name
 from pipeline.metric.entropy import ClassMetrics
+from pipeline.metric.image_batches import ScoreSource, batches_from_arrays, batches_from_samples
+from pipeline.metric.sample_table import SampleTableWriter
 from pipeline.metric.score_plot import plot_entropies, plot_message
+from pipeline.metric.scoring_loop import score_source
 from pipeline.metric.synsets import Vocabulary, load_vocabulary, templates
+from pipeline.metric.text_embeddings import text_embeddings
 from pipeline.synthesis.shards.reader import iter_samples, read_manifest
 
 # The datasets every run scores, named in the outputs; a synthetic set cannot take these names.

@@ -13,15 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.metric.clip_scorer import (
-    ScoreSource,
-    batches_from_arrays,
-    clip_from_model,
-    score_source,
-    text_embeddings,
-)
+from pipeline.metric.clip_model import clip_from_model
 from pipeline.metric.entropy import SynsetAccumulator, class_metrics, entropy, synset_probabilities
+from pipeline.metric.image_batches import ScoreSource, batches_from_arrays
+from pipeline.metric.scoring_loop import score_source
 from pipeline.metric.synsets import Vocabulary
+from pipeline.metric.text_embeddings import text_embeddings
 
 S = 4
 SCALE = 10.0  # small enough that the peaked distribution is not one-hot: a non-trivial exact entropy

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import TINY_CLASSES, TINY_NAME
-from test_clip_scorer import synthetic_dataset, tiny_checkpoint, write_lines
+from conftest import TINY_CLASSES, TINY_NAME, synthetic_dataset, tiny_checkpoint, write_lines
 
 from pipeline.core.errors import HydraMixError
-from pipeline.metric.clip_scorer import SAMPLE_SCHEMA
+from pipeline.metric.sample_table import SAMPLE_SCHEMA
 from pipeline.metric.score_dataset import REAL_DATASETS, ScoreConfig, ScoreRequest, score_dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from test_clip_scorer import TINY_NAME, synthetic_dataset, tiny_checkpoint, write_lines
+from conftest import TINY_NAME, synthetic_dataset, tiny_checkpoint, write_lines
 from typer.testing import CliRunner
 
-from pipeline.metric.clip_scorer import SAMPLE_SCHEMA
+from pipeline.metric.sample_table import SAMPLE_SCHEMA
 from stages.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

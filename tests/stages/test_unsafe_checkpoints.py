@@ -18,7 +18,7 @@ from pipeline.classify.train import ClassifierConfig, load_checkpoint, train_cla
 from pipeline.core.errors import HydraMixError
 from pipeline.generator.files import load_generator
 from pipeline.generator.train import train_generator
-from pipeline.metric.clip_scorer import load_clip
+from pipeline.metric.clip_model import load_clip
 from stages.cli import app
 
 
