@@ -4,10 +4,10 @@ scored (DVC needs its plot either way). The last output of the metric flow (shar
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.atomic import save_figure
 from pipeline.metric.entropy import ClassMetrics
 from pipeline.metric.synsets import Vocabulary
 
@@ -56,13 +56,10 @@ def plot_message(text: str, path: Path) -> None:
 
 
 def _save_figure(fig: Any, path: Path) -> None:
+    """``save_figure`` (atomic, no version stamp), then close the figure: pyplot keeps every open one alive."""
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
     try:
-        fig.savefig(tmp, dpi=100, metadata={"Software": None})  # no version stamp: same plot, same bytes
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
