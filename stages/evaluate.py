@@ -1,21 +1,19 @@
-"""``hydramix evaluate``: a trained classifier's accuracy on the subset's full test split."""
+"""``hydramix evaluate``: a trained classifier's accuracy on the subset's full test split.
+
+The work is ``pipeline.classify.evaluate_checkpoint.evaluate_checkpoint``; this command checks the flags, calls it
+and prints a one-line summary.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from pipeline.classify.augment import run_name
-from pipeline.classify.evaluate import accuracy_metrics, plot_confusion, predict
-from pipeline.classify.train import check_compatible, load_checkpoint
-from pipeline.core.atomic import write_json
-from pipeline.core.devices import resolve_device, resolve_dtype
+from pipeline.classify.evaluate_checkpoint import EvaluationRequest, evaluate_checkpoint
 from pipeline.core.errors import HydraMixError
 from pipeline.core.threads import set_torch_threads
-from pipeline.data.subsets import read_subset
 from stages.app import ThreadsOption, existing_dir, existing_file, parse_threads, stage
 
 
@@ -49,35 +47,19 @@ def evaluate_command(
     existing_file(checkpoint, "--checkpoint", "a classifier checkpoint written by `hydramix train-classifier`")
     existing_dir(subset, "--subset", "a subset directory written by `hydramix subset`")
     set_torch_threads(parse_threads(threads) or "auto")
-    model, meta = load_checkpoint(checkpoint)
-    data = read_subset(subset)
-    check_compatible(meta, data.train, str(subset))
-    images = data.test if split == "test" else data.val
-    if images is None:
-        raise HydraMixError(f"{subset} has no validation split; write one with `hydramix subset --val-per-class N`")
-    target = resolve_device(device)
-    model = model.to(target, memory_format=torch.channels_last)
-    dtype = resolve_dtype(target, precision)
-    predictions = predict(model, images, meta["mean"], meta["std"], batch_size, dtype)
-    metrics = accuracy_metrics(images.labels, predictions, images.class_names)
-    metrics.update(
+    request = EvaluationRequest(
+        checkpoint=checkpoint,
+        subset=subset,
+        out_metrics=out_metrics,
+        out_plot=out_plot,
         split=split,
-        method=meta["method"],
-        augment=meta.get("augment"),
-        arch=meta["arch"]["name"],
-        dataset=meta.get("dataset"),
-        k=meta.get("k"),
-        subset_seed=meta.get("subset_seed"),
-        seed=meta["seed"],
-        iterations=meta["step"],
-        synthetic_share=meta["config"]["synthetic_share"] if meta.get("synthetic") else 0.0,
-        checkpoint=str(checkpoint),
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
     )
-    run = run_name(meta["method"], meta.get("augment"))
-    title = f"{run} {meta['arch']['name']} {meta.get('dataset')} k={meta.get('k')} seed={meta['seed']}"
-    plot_confusion(metrics["confusion"], images.class_names, out_plot, f"{title}: top-1 {100 * metrics['top1']:.1f}%")
-    write_json(out_metrics, metrics)
+    evaluation = evaluate_checkpoint(request)
+    metrics = evaluation.metrics
     typer.echo(
-        f"{title}: top-1 {100 * metrics['top1']:.2f}%, macro {100 * metrics['macro_accuracy']:.2f}% "
+        f"{evaluation.title}: top-1 {100 * metrics['top1']:.2f}%, macro {100 * metrics['macro_accuracy']:.2f}% "
         f"on {metrics['n_test']} {'test' if split == 'test' else 'validation'} images; wrote {out_metrics}"
     )

@@ -1,4 +1,8 @@
-"""``hydramix report``: every evaluated run in one Markdown table and one plot."""
+"""``hydramix report``: every evaluated run in one Markdown table and one plot.
+
+The work is ``pipeline.classify.report.make_report``; this command expands --metrics (files, directories, globs)
+into the files it reads, calls it, and prints the table and a one-line summary.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.classify.report import aggregate, compare, load_metrics, markdown_table, plot_results, results_csv
-from pipeline.core.atomic import write_file
+from pipeline.classify.report import make_report
 from pipeline.core.errors import HydraMixError
 from stages.app import stage
 
@@ -51,13 +54,7 @@ def report_command(
     """Collect the metrics files, aggregate per (dataset, k, run), compare with the reference, write table and
     plot."""
     paths = _expand(metrics)
-    report = compare(aggregate(load_metrics(paths)), reference=reference)
-    table = markdown_table(report)
-    write_file(out_table, lambda tmp: tmp.write_text(table))
-    plot_results(report, out_plot)
-    if out_csv is not None:
-        csv = results_csv(report)
-        write_file(out_csv, lambda tmp: tmp.write_text(csv))
+    report, table = make_report(paths, out_table, out_plot, reference=reference, out_csv=out_csv)
     written = [out_table, out_plot] + ([out_csv] if out_csv is not None else [])
     typer.echo(table, nl=False)
     typer.echo(

@@ -4,6 +4,10 @@ A killed run restarted with the same command resumes from its training checkpoin
 OUT.ckpt next to the model file, deleted once the model is written). Under ``torchrun`` the same command trains
 with DistributedDataParallel (classifier.batch_size is the global batch); rank 0 writes the model file, the
 checkpoint and the statistics.
+
+The work is ``pipeline.classify.make_classifier.make_classifier``; this command checks the flags (the method,
+its augmentation and --synthetic go together), loads the ``classifier`` section, applies the overrides, calls it
+and prints a one-line summary.
 """
 
 from __future__ import annotations
@@ -15,13 +19,12 @@ import typer
 
 from pipeline.classify.architectures import ARCHITECTURES
 from pipeline.classify.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_METHODS, resolve_augment, run_name
-from pipeline.classify.train import ClassifierConfig, save_checkpoint, train_classifier
+from pipeline.classify.make_classifier import ClassifierRequest, make_classifier
+from pipeline.classify.train import ClassifierConfig
 from pipeline.core import distributed
-from pipeline.core.atomic import check_writable, write_json
 from pipeline.core.config import replace
-from pipeline.core.errors import HydraMixError, WriteError
+from pipeline.core.errors import HydraMixError
 from pipeline.core.threads import set_torch_threads
-from pipeline.data.subsets import read_subset
 from stages.app import ParamsOption, ThreadsOption, existing_dir, load_section, parse_threads, stage
 
 
@@ -112,60 +115,22 @@ def train_classifier_command(
     except ValueError as exc:
         raise HydraMixError(f"bad flag value: {exc}") from None
     set_torch_threads(config.threads)
-    checkpoint = checkpoint if checkpoint is not None else out.with_name(out.name + ".ckpt")
-    outputs = (out, checkpoint) if out_metrics is None else (out, out_metrics, checkpoint)
-    check_writable(files=outputs)  # before loading or training anything
-    data = read_subset(subset)
-    synthetic_set, synthetic_manifest = None, None
-    if synthetic is not None:
-        from pipeline.classify.train import check_synthetic
-        from pipeline.core.digest import file_digest
-        from pipeline.synthesis.shards.reader import load_images, read_manifest
-
-        synthetic_manifest = read_manifest(synthetic)
-        if list(synthetic_manifest.get("class_names", [])) != list(data.train.class_names):
-            raise HydraMixError(
-                f"{synthetic}: synthetic classes {synthetic_manifest.get('class_names')} do not match "
-                f"{subset}'s {list(data.train.class_names)}"
-            )
-        made_from = (synthetic_manifest.get("subset") or {}).get("manifest_sha256")
-        if made_from != file_digest(subset / "manifest.json") and not allow_foreign_synthetic:
-            raise HydraMixError(
-                f"{synthetic} was made from another subset than {subset} (subset manifest sha256 {made_from}); "
-                "pass the subset it was made from, or --allow-foreign-synthetic to train on both anyway"
-            )
-        synthetic_set = load_images(synthetic)
-        check_synthetic(data.train, synthetic_set, str(synthetic))
+    request = ClassifierRequest(
+        method=method,
+        subset=subset,
+        out=out,
+        checkpoint=checkpoint if checkpoint is not None else out.with_name(out.name + ".ckpt"),
+        cfg=config,
+        synthetic=synthetic,
+        augment=augment,
+        allow_foreign_synthetic=allow_foreign_synthetic,
+        out_metrics=out_metrics,
+        checkpoint_every=checkpoint_every,
+    )
     with distributed.session():  # a no-op without torchrun
-        result = train_classifier(
-            method,
-            data.train,
-            config,
-            synthetic=synthetic_set,
-            augment=augment,
-            checkpoint_path=checkpoint,
-            checkpoint_every=checkpoint_every,
-        )
-        if not distributed.is_main():
-            return  # rank 0 writes the outputs; the session's barrier holds the others until it has
-        summary = None
-        if synthetic_manifest is not None:
-            summary = {
-                "dir": str(synthetic),
-                "total": synthetic_manifest.get("total"),
-                "name": synthetic_manifest.get("name"),
-                "subset_manifest_sha256": made_from,
-            }
-        try:
-            save_checkpoint(out, result, config, data.train, method, data.manifest, summary)
-            if out_metrics is not None:
-                write_json(out_metrics, result.stats)
-        except WriteError as exc:
-            raise WriteError(
-                f"{exc}; the training checkpoint at {checkpoint} (all {config.iterations} steps) is kept: free "
-                "space and rerun the same command to write the outputs without training again"
-            ) from None
-        checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
+        result = make_classifier(request)
+    if result is None:  # not rank 0: rank 0 wrote the outputs
+        return
     stats = result.stats
     line = f"{name}: {config.iterations} steps in {stats['seconds']} s ({stats['train_images_per_s']} img/s)"
     if "val_top1" in stats:

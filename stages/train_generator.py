@@ -5,26 +5,26 @@ metrics JSON (reconstruction PSNR, mask fidelity with its references), the timin
 device: kept apart so that a re-run on other hardware changes no metric) and a PNG grid of example mixes.
 A killed run restarted with the same command resumes from its --checkpoint. Under ``torchrun`` the same command
 trains with DistributedDataParallel (generator.batch_size is the global batch); rank 0 writes every file.
+
+The work is ``pipeline.generator.make_generator.make_generator``; this command parses the flags, loads the
+``generator`` section, applies the overrides (``--kind chimeramix`` fixes N and the mask rule), calls it and prints
+a one-line summary.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline.core import distributed
-from pipeline.core.atomic import check_writable, write_json
 from pipeline.core.config import replace
-from pipeline.core.errors import HydraMixError, WriteError
+from pipeline.core.errors import HydraMixError
 from pipeline.core.threads import set_torch_threads
-from pipeline.data.subsets import read_subset
 from pipeline.generator.config import GeneratorConfig
-from pipeline.generator.files import save_generator, write_loss_curve, write_png
+from pipeline.generator.make_generator import GeneratorRequest, make_generator
 from pipeline.generator.masks import MASK_KINDS
-from pipeline.generator.train import RUN_KEYS, train_generator
 from stages.app import (
     ParamsOption,
     ThreadsOption,
@@ -143,38 +143,21 @@ def train_generator_command(
     except ValueError as exc:
         raise HydraMixError(f"bad option: {exc}") from None
     set_torch_threads(config.threads)
-    outputs = tuple(p for p in (generator, metrics, timings, loss_curve, grid, checkpoint) if p is not None)
-    check_writable(files=outputs)  # before any training
-    data = read_subset(subset)
-    subset_sha256 = hashlib.sha256((subset / "manifest.json").read_bytes()).hexdigest()
+    request = GeneratorRequest(
+        subset=subset,
+        generator=generator,
+        cfg=config,
+        metrics=metrics,
+        timings=timings,
+        loss_curve=loss_curve,
+        grid=grid,
+        checkpoint=checkpoint,
+        progress=progress,
+    )
     with distributed.session():  # a no-op without torchrun
-        result = train_generator(
-            data.train, config, subset_sha256=subset_sha256, checkpoint_path=checkpoint, progress=progress
-        )
-        if not distributed.is_main():
-            return  # rank 0 writes the outputs; the session's barrier holds the others until it has
-        try:
-            save_generator(
-                generator, result.generator, config, data.train.class_names, subset_sha256, result.metrics["step"]
-            )
-            if loss_curve is not None:
-                write_loss_curve(loss_curve, result.history)
-            if grid is not None:
-                write_png(grid, result.grid)
-            if metrics is not None:
-                write_json(metrics, {k: v for k, v in result.metrics.items() if k not in RUN_KEYS})
-            if timings is not None:
-                write_json(timings, {k: v for k, v in result.metrics.items() if k in RUN_KEYS})
-        except WriteError as exc:
-            kept = (
-                f"the training checkpoint at {checkpoint} (all {config.iterations} steps) is kept: free space and "
-                "rerun the same command to write the outputs without training again"
-                if checkpoint is not None
-                else "no training checkpoint was kept (no --checkpoint given)"
-            )
-            raise WriteError(f"{exc}; {kept}") from None
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
+        result = make_generator(request)
+    if result is None:  # not rank 0: rank 0 wrote the outputs
+        return
     fid = result.metrics["mask_fidelity"]
     typer.echo(
         f"generator -> {generator}: reconstruction {result.metrics['reconstruction_psnr_db']:.2f} dB, "

@@ -1,5 +1,9 @@
 """Aggregate evaluation metrics JSONs into the results table (run x dataset x k, mean ± std over seeds, paired
-differences with 95% t-intervals) and a plot. The statistics are described in docs/statistics.md."""
+differences with 95% t-intervals) and a plot. The statistics are described in docs/statistics.md.
+
+``make_report`` is the work of ``hydramix report``: metrics files in, table, plot (and CSV) written; the functions
+it chains (``load_metrics`` -> ``aggregate`` -> ``compare`` -> ``markdown_table``, ``plot_results``,
+``results_csv``) are usable one by one."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.classify.augment import CLASSIC_AUGMENTATIONS, SYNTHETIC_METHODS, run_name
-from pipeline.core.atomic import save_figure
+from pipeline.core.atomic import save_figure, write_file
 from pipeline.core.errors import HydraMixError
 
 _REQUIRED = ("method", "dataset", "k", "seed", "top1", "macro_accuracy")
@@ -38,6 +42,29 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             raise HydraMixError(f"{path}: 'augment' must be a string or null, got {record['augment']!r}")
         records.append({**record, "path": str(path)})
     return records
+
+
+def make_report(
+    paths: Iterable[str | Path],
+    out_table: str | Path,
+    out_plot: str | Path,
+    reference: str = "baseline",
+    out_csv: str | Path | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Aggregate the evaluation metrics files ``paths`` per (dataset, k, run), compare every run with
+    ``reference``, and write the Markdown table, the plot and (if ``out_csv``) the CSV, each atomically.
+
+    Returns (the ``compare`` report, the table text). HydraMixError for a file that is not an evaluation's metrics,
+    a reference run in no panel, or runs whose seeds do not pair.
+    """
+    report = compare(aggregate(load_metrics(paths)), reference=reference)
+    table = markdown_table(report)
+    write_file(out_table, lambda tmp: tmp.write_text(table))
+    plot_results(report, out_plot)
+    if out_csv is not None:
+        csv = results_csv(report)
+        write_file(out_csv, lambda tmp: tmp.write_text(csv))
+    return report, table
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

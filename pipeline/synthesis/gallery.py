@@ -6,7 +6,7 @@ returns the page as a string. The page needs no network and no server: images ar
 the CSS and the little JavaScript (the provenance panel) are inline, and nothing refers to another file. The
 same inputs give the same bytes (no timestamps).
 
-Pure: no file is read or written here; ``stages/gallery.py`` does that.
+Pure: no file is read or written here; ``make_gallery`` does that.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pipeline.classify.report import (
     best_classic,
     compare,
     load_metrics,
+    make_report,
     markdown_table,
     mean_std,
     plot_results,
@@ -302,6 +303,23 @@ def test_report_command_writes_table_and_plot(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["p.png", "t.md"]  # no temporary files left
     help_text = runner.invoke(app, ["report", "--help"]).output
     assert "--reference" in help_text and "paired by seed" in help_text
+
+
+def test_make_report_writes_what_the_command_writes_and_refuses_an_unknown_reference(tmp_path):
+    paths = [*write_runs(tmp_path, "baseline", [0.2, 0.22]), *write_runs(tmp_path, "hydramix", [0.3, 0.31])]
+    lib, cli = tmp_path / "lib", tmp_path / "cli"
+    report, table = make_report(paths, lib / "t.md", lib / "p.png", out_csv=lib / "r.csv")
+    assert (lib / "t.md").read_text() == table and table == markdown_table(report_of(paths))
+    assert [r["run"] for r in report["rows"]] == ["baseline", "hydramix"]
+    args = ["report", "--out-table", str(cli / "t.md"), "--out-plot", str(cli / "p.png")]
+    args += ["--out-csv", str(cli / "r.csv"), *(f"--metrics={p}" for p in paths)]
+    assert runner.invoke(app, args).exit_code == 0
+    for name in ("t.md", "r.csv"):
+        assert (cli / name).read_bytes() == (lib / name).read_bytes(), name
+    assert (lib / "p.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(HydraMixError, match="reference run 'mixup' is in no panel"):
+        make_report(paths, tmp_path / "x" / "t.md", tmp_path / "x" / "p.png", reference="mixup")
+    assert not (tmp_path / "x" / "t.md").exists()
 
 
 def test_duplicate_seed_is_an_error(tmp_path):

@@ -21,10 +21,10 @@ from test_classifier_stages import PARAMS as CLASSIFIER_PARAMS
 from test_prepare_stage import make_folder_archive, write_params
 from typer.testing import CliRunner
 
+import pipeline.classify.make_classifier
+import pipeline.generator.make_generator
 import stages.prepare
 import stages.subset
-import stages.train_classifier
-import stages.train_generator
 from pipeline.core.atomic import check_writable, write_json
 from pipeline.core.config import to_dict
 from pipeline.core.errors import WriteError
@@ -155,7 +155,7 @@ def test_train_generator_read_only_and_full_disk(tiny_subset, tmp_path, generato
     blocker = tmp_path / "blocker"
     blocker.write_text("a regular file where a folder should be")
     with monkeypatch.context() as patch:
-        patch.setattr(stages.train_generator, "train_generator", no_work)
+        patch.setattr(pipeline.generator.make_generator, "train_generator", no_work)
         one_line_error(
             runner.invoke(app, generator_args(tiny_subset, blocker / "out", generator_params)),
             "cannot write",
@@ -210,8 +210,8 @@ def test_train_classifier_read_only_and_full_disk(tiny_subset, tmp_path, classif
     blocker = tmp_path / "blocker"
     blocker.write_text("a regular file where a folder should be")
     with monkeypatch.context() as patch:
-        patch.setattr(stages.train_classifier, "train_classifier", no_work)
-        patch.setattr(stages.train_classifier, "read_subset", no_work)
+        patch.setattr(pipeline.classify.make_classifier, "train_classifier", no_work)
+        patch.setattr(pipeline.classify.make_classifier, "read_subset", no_work)
         one_line_error(
             runner.invoke(app, classifier_args(tiny_subset, blocker / "out", classifier_params)),
             "is a file, not a folder",
