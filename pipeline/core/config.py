@@ -39,10 +39,26 @@ def from_dict(cls: type[T], data: Any, where: str = "params") -> T:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+# Field metadata of a key added to a config after files were written with it (see ``recorded_when_set``).
+_RECORDED_WHEN_SET = "hydramix_recorded_when_set"
+
+
+def recorded_when_set(default: Any) -> Any:
+    """A dataclass field for a key added after files recording its config exist: ``to_dict`` leaves it out while it
+    has its ``default``. So a file written at the default has the bytes it had before the key existed, and a
+    resume or identity check against an older file (which lacks the key) still compares equal."""
+    return dataclasses.field(default=default, metadata={_RECORDED_WHEN_SET: True})
+
+
 def to_dict(obj: Any) -> Any:
-    """The inverse of ``from_dict``: plain JSON/YAML-ready values (tuples become lists)."""
+    """The inverse of ``from_dict``: plain JSON/YAML-ready values (tuples become lists); a ``recorded_when_set``
+    field at its default is left out (``from_dict`` restores it)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get(_RECORDED_WHEN_SET) and getattr(obj, f.name) == f.default)
+        }
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipeline.core.config import recorded_when_set
 from pipeline.core.threads import Threads, check_threads
 from pipeline.generator.masks import MaskConfig
 from pipeline.generator.networks import HydraMixGenerator
@@ -44,17 +45,23 @@ class DiscriminatorConfig:
 @dataclass(frozen=True)
 class LossConfig:
     """Loss weights. Each image loss is L1 + ``pyramid`` * Laplacian-pyramid L1 over ``pyramid_levels``
-    bands."""
+    bands. ``mix_levels`` > 0 applies the mix term only to the pyramid's low-pass residual after that many steps;
+    ``feature_matching`` weighs D's feature matching in G's loss; ``r1`` is R1's gamma in D's (gamma/2 * penalty).
+    The last three were added after generator files existed and are recorded in files only when set."""
 
     reconstruction: float = 1.0
     mix: float = 1.0
     adversarial: float = 0.05
     pyramid: float = 1.0
     pyramid_levels: int = 3
+    mix_levels: int = recorded_when_set(0)
+    feature_matching: float = recorded_when_set(0.0)
+    r1: float = recorded_when_set(0.0)
 
     def __post_init__(self) -> None:
-        if min(self.reconstruction, self.mix, self.adversarial, self.pyramid) < 0 or self.pyramid_levels < 0:
-            raise ValueError(f"loss weights and pyramid_levels must be >= 0, got {self}")
+        weights = (self.reconstruction, self.mix, self.adversarial, self.pyramid, self.feature_matching, self.r1)
+        if min(weights) < 0 or self.pyramid_levels < 0 or self.mix_levels < 0:
+            raise ValueError(f"loss weights, pyramid_levels and mix_levels must be >= 0, got {self}")
 
 
 @dataclass(frozen=True)
@@ -95,3 +102,8 @@ class GeneratorConfig:
             raise ValueError("lr and lr_discriminator must be > 0 and lr_gamma in (0, 1]")
         if any(not 0 < m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing fractions in (0, 1), got {list(self.lr_milestones)}")
+        if self.resolution < 2 ** (self.losses.mix_levels + 1):
+            raise ValueError(
+                f"losses.mix_levels {self.losses.mix_levels} needs resolution >= {2 ** (self.losses.mix_levels + 1)} "
+                f"(each level halves the side, down to >= 2 px), got {self.resolution}"
+            )

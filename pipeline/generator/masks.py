@@ -11,9 +11,12 @@ slot i belongs to the i-th source of the mix, padding slots (source row -1) are 
   its segment ids is taken from the other source, the rest from the base.
 - ``chimeramix-grid`` (N = 2 only): ChimeraMix's grid variant, an unshifted k x k grid (ChimeraMix: 4 x 4)
   whose cells each come from one of the two sources at random.
+- ``ranges``: ChimeraMix's rule generalised to N. The base source's superpixels, ordered by id, are cut into N
+  contiguous id ranges at random cut points; a random order of the N sources gives each range its source.
 
 In the first two kinds regions are assigned by a random permutation first (so every source gets at least one region
-whenever there are at least N regions) and uniformly at random after that. Hard (one-hot) masks by default;
+whenever there are at least N regions) and uniformly at random after that; ``base_share`` then gives the base
+whole superpixels back until it owns that share of the image (segmentation only). Hard (one-hot) masks by default;
 ``soft`` smooths them with a Gaussian and renormalises. All randomness comes from a counter-based hash of a
 per-row seed, so a row's mask depends only on its own source rows and seed, never on the rest of the batch.
 """
@@ -28,24 +31,28 @@ import torch
 import torch.nn.functional as F
 from skimage.segmentation import felzenszwalb
 
+from pipeline.core.config import recorded_when_set
 from pipeline.core.progress import tqdm
 
-MaskKind = Literal["segmentation", "grid", "chimeramix", "chimeramix-grid"]
-MASK_KINDS: tuple[str, ...] = ("segmentation", "grid", "chimeramix", "chimeramix-grid")
+MaskKind = Literal["segmentation", "grid", "chimeramix", "chimeramix-grid", "ranges"]
+MASK_KINDS: tuple[str, ...] = ("segmentation", "grid", "chimeramix", "chimeramix-grid", "ranges")
 # ChimeraMix's rules mix exactly two images.
 PAIR_KINDS: frozenset[str] = frozenset({"chimeramix", "chimeramix-grid"})
 # Kinds whose masks follow a source's superpixels (the others need only the image size).
-SEGMENT_KINDS: frozenset[str] = frozenset({"segmentation", "chimeramix"})
+SEGMENT_KINDS: frozenset[str] = frozenset({"segmentation", "chimeramix", "ranges"})
 
 _MASK53 = np.uint64((1 << 53) - 1)  # per-sample seeds stay exact in JSON (float64 mantissa)
 # The stream ids of a per-sample seed (``row_uniforms`` / ``row_randint``): each random decision of a row draws
 # from its own stream, so adding a decision moves no other. Every dataset's bytes depend on these values: add new
-# ids, never renumber. 1-5: the mask (this module); 101-104: the mix's sources (``pipeline.generator.sources``).
+# ids, never renumber. 1-8: the mask (this module); 101-104: the mix's sources (``pipeline.generator.sources``).
 STREAM_BASE = 1  # which source is the base whose superpixels are assigned
 STREAM_KEYS = 2  # the random permutation of regions (every source gets one)
 STREAM_FILL = 3  # the owners of the remaining regions / grid cells
 STREAM_GRID = 4  # grid k and its sub-cell shift
 STREAM_RANGE = 5  # chimeramix: the contiguous range of segment ids from the other source
+STREAM_BASE_SHARE = 6  # base_share: the order in which superpixels go back to the base
+STREAM_CUTS = 7  # ranges: the cut points between the N contiguous ranges of segment ids
+STREAM_RANGE_OWNERS = 8  # ranges: which source owns each range (a random order of the N)
 STREAM_N_SOURCES = 101  # N, drawn in generator.masks.n_sources / synthesize.n_sources
 STREAM_SOURCES = 102  # the N distinct images of the class
 STREAM_FLIPS = 103  # their horizontal flips
@@ -59,10 +66,13 @@ class MaskConfig:
     kind: "segmentation" (Felzenszwalb superpixels of a base source), "grid" (shifted k x k cells), or
         ChimeraMix's two-image rules "chimeramix" (a contiguous range of the base's segment ids from the other
         source) and "chimeramix-grid" (unshifted k x k cells, each from one of the two); these need N = 2.
+        "ranges": the base's segment ids cut into N contiguous ranges, one per source (ChimeraMix's rule for N).
     n_sources: (min, max) number of images per mix, inclusive, min >= 2; N is drawn per mix in this range.
     scale, sigma, min_size: ``skimage.segmentation.felzenszwalb`` arguments (per dataset / resolution).
     grid_cells: (min, max) k for grid masks, inclusive.
     soft: smooth the hard masks with a Gaussian of ``soft_sigma`` pixels, then renormalise to sum 1.
+    base_share: segmentation masks only (other kinds ignore it, as segmentation ignores grid_cells): the base
+        source owns at least this fraction of the image, in [0, 1); 0 (default) sets no floor.
     """
 
     kind: MaskKind = "segmentation"
@@ -73,6 +83,7 @@ class MaskConfig:
     grid_cells: tuple[int, int] = (2, 4)
     soft: bool = False
     soft_sigma: float = 1.0
+    base_share: float = recorded_when_set(0.0)  # added after generator files existed: recorded only when set
 
     def __post_init__(self) -> None:
         if self.kind not in MASK_KINDS:
@@ -89,6 +100,8 @@ class MaskConfig:
             raise ValueError(f"min_size must be >= 1, got {self.min_size}")
         if not self.soft_sigma > 0:
             raise ValueError(f"soft_sigma must be > 0, got {self.soft_sigma}")
+        if not 0 <= self.base_share < 1:
+            raise ValueError(f"base_share must be in [0, 1), got {self.base_share}")
 
 
 def _check_range(name: str, value: tuple[int, ...], lowest: int) -> None:
@@ -200,14 +213,20 @@ class MaskSampler:
         if kind in PAIR_KINDS and b and (n_valid != 2).any():
             raise ValueError(f"mask kind {kind!r} mixes exactly two sources per row")
         if kind == "segmentation":
-            regions, present, _ = self._base_segments(rows, n_valid, seeds, flipped)
-            owner = _assign_regions(regions, present, n_valid, seeds)  # (B, H, W) slot index per pixel
+            regions, present, base_slot = self._base_segments(rows, n_valid, seeds, flipped)
+            owner_of_region = _assign_regions(present, n_valid, seeds)  # (B, R) slot index per region
+            if self.cfg.base_share > 0:
+                owner_of_region = _keep_base_share(regions, owner_of_region, present, base_slot, self.cfg, seeds)
+            owner = _paint(regions, owner_of_region)  # (B, H, W) slot index per pixel
         elif kind == "grid":
             regions, present = self._grid_cells(seeds)
-            owner = _assign_regions(regions, present, n_valid, seeds)
+            owner = _paint(regions, _assign_regions(present, n_valid, seeds))
         elif kind == "chimeramix":
             regions, present, base_slot = self._base_segments(rows, n_valid, seeds, flipped)
             owner = _contiguous_range_owner(regions, present.sum(1), base_slot, seeds)
+        elif kind == "ranges":
+            regions, present, _ = self._base_segments(rows, n_valid, seeds, flipped)
+            owner = _paint(regions, _range_owners(present, n_valid, n_max, seeds))
         else:
             owner = self._binary_cells(seeds)
         masks = owner[:, None] == np.arange(n_max, dtype=owner.dtype)[None, :, None, None]  # (B, N, H, W)
@@ -261,20 +280,87 @@ class MaskSampler:
         return cells, present
 
 
-def _assign_regions(regions: np.ndarray, present: np.ndarray, n_sources: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Give every region of each row to one of its sources; returns (B, H, W) int32 slot indices.
+def _assign_regions(present: np.ndarray, n_sources: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Give every region of each row to one of its sources; returns (B, R) int32 slot indices per region id.
 
-    regions: (B, H, W) int region ids < R; present: (B, R) bool. The present regions are put in a random
-    order; the first N of them go to sources 0..N-1 (every source gets a region when there are at least N),
-    the rest to sources drawn uniformly.
+    present: (B, R) bool, which region ids exist in that row. The present regions are put in a random order; the
+    first N of them go to sources 0..N-1 (every source gets a region when there are at least N), the rest to
+    sources drawn uniformly.
     """
-    b, n_regions = present.shape
+    n_regions = present.shape[1]
     keys = np.where(present, row_uniforms(seeds, n_regions, STREAM_KEYS), 2.0)  # absent ids sort last
     rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
     fill = row_randint(seeds, n_sources, n_regions, STREAM_FILL)
-    owner_of_region = np.where(rank < n_sources[:, None], rank, fill).astype(np.int32)  # (B, R)
+    return np.where(rank < n_sources[:, None], rank, fill).astype(np.int32)  # (B, R)
+
+
+def _paint(regions: np.ndarray, owner_of_region: np.ndarray) -> np.ndarray:
+    """(B, H, W) int region ids < R and (B, R) owners per region id -> (B, H, W) int32 slot index per pixel."""
+    b, n_regions = owner_of_region.shape
     flat = regions.reshape(b, -1) + (np.arange(b, dtype=np.int32) * n_regions)[:, None]
     return owner_of_region.reshape(-1)[flat].reshape(regions.shape)
+
+
+def _region_areas(regions: np.ndarray, n_regions: int) -> np.ndarray:
+    """(B, H, W) int region ids < R -> (B, R) int64 pixel count of each region id."""
+    b = len(regions)
+    flat = regions.reshape(b, -1) + (np.arange(b, dtype=np.int64) * n_regions)[:, None]
+    return np.bincount(flat.reshape(-1), minlength=b * n_regions).reshape(b, n_regions)
+
+
+def _keep_base_share(
+    regions: np.ndarray,
+    owner_of_region: np.ndarray,
+    present: np.ndarray,
+    base_slot: np.ndarray,
+    cfg: MaskConfig,
+    seeds: np.ndarray,
+) -> np.ndarray:
+    """Give whole superpixels back to the base until it owns at least ``cfg.base_share`` of the image.
+
+    regions: (B, H, W) the base's segment ids; owner_of_region: (B, R) slot per id (``_assign_regions``);
+    present: (B, R); base_slot: (B,). The other sources' superpixels go back in a random order (stream
+    STREAM_BASE_SHARE), each source's last one after all the others, so a source loses its only region only
+    when the floor cannot be met otherwise. Returns the new (B, R) owners; the base's share is >= the floor.
+    """
+    height, width = regions.shape[1:]
+    area = _region_areas(regions, present.shape[1])  # (B, R)
+    is_base = owner_of_region == base_slot[:, None]
+    need = cfg.base_share * height * width - (area * is_base).sum(1)  # (B,) pixels the base still lacks
+    movable = present & ~is_base
+    keys = np.where(movable, row_uniforms(seeds, present.shape[1], STREAM_BASE_SHARE), np.inf)
+    # A source's "last" region: the one with its smallest key. Keys are distinct 53-bit draws: one per source.
+    n_slots = int(owner_of_region.max()) + 1
+    per_slot = np.where(owner_of_region[:, :, None] == np.arange(n_slots), keys[:, :, None], np.inf)  # (B, R, N)
+    last = movable & (keys == np.take_along_axis(per_slot.min(1), owner_of_region.astype(np.int64), 1))
+    order = np.argsort(np.where(movable, keys + last, 3.0), axis=1, kind="stable")  # movable first, lasts last
+    moved_area = np.take_along_axis(area * movable, order, 1)
+    before = np.cumsum(moved_area, 1) - moved_area  # (B, R) area already moved before each one
+    take = np.zeros_like(movable)
+    np.put_along_axis(take, order, np.take_along_axis(movable, order, 1) & (before < need[:, None]), 1)
+    return np.where(take, base_slot[:, None], owner_of_region).astype(np.int32)
+
+
+def _range_owners(present: np.ndarray, n_sources: np.ndarray, n_slots: int, seeds: np.ndarray) -> np.ndarray:
+    """The ``ranges`` rule: (B, R) int32 slot per segment id of the base.
+
+    present: (B, R) the base's ids 0..S-1. min(N, S) contiguous id ranges: N - 1 cuts (fewer when S < N) drawn
+    among the S - 1 gaps between consecutive ids (stream STREAM_CUTS), without replacement, so no range is empty;
+    range r goes to the r-th source of a random order of the N (stream STREAM_RANGE_OWNERS), so every source
+    gets a range when S >= N and no source (the base included) is tied to a position in the id order.
+    """
+    b, n_regions = present.shape
+    n_segments = present.sum(1)  # (B,)
+    gaps = np.arange(1, n_regions)  # gap j lies between ids j - 1 and j
+    keys = np.where(gaps[None, :] < n_segments[:, None], row_uniforms(seeds, n_regions - 1, STREAM_CUTS), 2.0)
+    rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
+    cut = (rank < (n_sources - 1)[:, None]) & (keys < 2.0)  # (B, R - 1): min(N, S) - 1 cuts at existing gaps
+    range_of_id = np.concatenate([np.zeros((b, 1), dtype=np.int64), np.cumsum(cut, 1)], 1)  # (B, R) in 0..N-1
+    slot_keys = np.where(
+        np.arange(n_slots)[None, :] < n_sources[:, None], row_uniforms(seeds, n_slots, STREAM_RANGE_OWNERS), 2.0
+    )
+    owner_of_range = np.argsort(slot_keys, axis=1, kind="stable")  # (B, N): padding slots come last, never used
+    return np.take_along_axis(owner_of_range, range_of_id, 1).astype(np.int32)
 
 
 def _contiguous_range_owner(

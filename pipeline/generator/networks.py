@@ -148,6 +148,16 @@ class PatchDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
 
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The same computation as ``forward``, keeping what feature matching compares: the activation after each
+        LeakyReLU (n_layers + 1 maps, finest first), then the (B, 1, h', w') scores."""
+        out = []
+        for layer in self.layers:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                out.append(x)
+        return [*out, x]
+
 
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars in ``module``."""

@@ -29,7 +29,14 @@ from pipeline.generator.batches import TRAIN_STREAM, Batch, draw_batch, make_bat
 from pipeline.generator.config import GeneratorConfig, LossConfig
 from pipeline.generator.evaluation import evaluate, picture_grid
 from pipeline.generator.files import load_train_state, save_train_state
-from pipeline.generator.losses import image_loss, lsgan_discriminator_loss, lsgan_generator_loss
+from pipeline.generator.losses import (
+    feature_matching_loss,
+    image_loss,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    mix_loss,
+    r1_penalty,
+)
 from pipeline.generator.masks import pixel_composite, to_feature_resolution
 from pipeline.generator.networks import HydraMixGenerator, PatchDiscriminator, count_parameters
 
@@ -93,42 +100,64 @@ def train_step(
     nets: Nets, batch: Batch, weights: LossConfig, dtype: torch.dtype, memory_format: torch.memory_format
 ) -> dict[str, Tensor]:
     """One G step with D frozen, then one D step on the detached mixes. Returns the losses as detached
-    scalars."""
+    scalars: g_total, reconstruction, mix, adversarial, feature_matching (when its weight is > 0), d (R1
+    included) and r1 (the unweighted penalty, when its weight is > 0)."""
     sources, masks, valid = batch.sources, batch.masks, batch.valid
     b = sources.shape[0]
     flat = sources.flatten(0, 1)  # (B*N, 3, H, W)
     keep = valid.flatten()
     masks_f = to_feature_resolution(masks, HydraMixGenerator.downsampling)  # (B, N, H/4, W/4)
+    real = sources[:, 0].contiguous(memory_format=memory_format)  # slot 0 is always real
 
     # G step. D's frozen forward runs outside DDP: it computes no D gradients, so there is nothing to synchronise.
     d_frozen = distributed.unwrap(nets.d)
     d_frozen.requires_grad_(False)
     with autocast(sources.device, dtype):
         out = nets.g(flat.contiguous(memory_format=memory_format), masks_f, keep)  # (K + B, 3, H, W)
-        fake_scores = d_frozen(out[-b:])
+        if weights.feature_matching > 0:
+            *fake_features, fake_scores = d_frozen.features(out[-b:])
+            with torch.no_grad():
+                real_features = d_frozen.features(real)[:-1]
+        else:
+            fake_scores = d_frozen(out[-b:])
     out = out.float()
     recon, mixes = out[:-b], out[-b:]
     l_rec = image_loss(recon, flat[keep], weights.pyramid, weights.pyramid_levels) * batch.source_share
-    l_mix = image_loss(mixes, pixel_composite(sources, masks), weights.pyramid, weights.pyramid_levels)
+    composite = pixel_composite(sources, masks)
+    l_mix = mix_loss(mixes, composite, weights.pyramid, weights.pyramid_levels, weights.mix_levels)
     l_adv = lsgan_generator_loss(fake_scores)
     g_loss = weights.reconstruction * l_rec + weights.mix * l_mix + weights.adversarial * l_adv
+    losses = {"reconstruction": l_rec, "mix": l_mix, "adversarial": l_adv}
+    if weights.feature_matching > 0:
+        losses["feature_matching"] = feature_matching_loss(real_features, fake_features)
+        g_loss = g_loss + weights.feature_matching * losses["feature_matching"]
     nets.opt_g.zero_grad(set_to_none=True)
     nets.scaler.scale(g_loss).backward()
     nets.scaler.step(nets.opt_g)
 
-    # D step, on the detached mixes.
+    # D step, on the detached mixes. With R1, D's real pass runs in float32: the penalty differentiates it twice,
+    # and under fp16 autocast the gradient with respect to the input (which the loss scale does not reach)
+    # would underflow.
     d_frozen.requires_grad_(True)
+    if weights.r1 > 0:
+        real = real.detach().requires_grad_(True)
+    with autocast(sources.device, torch.float32 if weights.r1 > 0 else dtype):
+        real_scores = nets.d(real)
     with autocast(sources.device, dtype):
-        real_scores = nets.d(sources[:, 0].contiguous(memory_format=memory_format))  # slot 0 is always real
         fake_scores = nets.d(mixes.detach().contiguous(memory_format=memory_format))
     d_loss = lsgan_discriminator_loss(real_scores, fake_scores)
+    if weights.r1 > 0:
+        l_r1 = r1_penalty(real_scores, real)
+        d_loss = d_loss + 0.5 * weights.r1 * l_r1
     nets.opt_d.zero_grad(set_to_none=True)
     nets.scaler.scale(d_loss).backward()
     nets.scaler.step(nets.opt_d)
     nets.scaler.update()
+    losses["d"] = d_loss
+    if weights.r1 > 0:
+        losses["r1"] = l_r1
     # Detached tensors, not floats: converting here would synchronise with the GPU every step.
-    losses = {"g_total": g_loss, "reconstruction": l_rec, "mix": l_mix, "adversarial": l_adv, "d": d_loss}
-    return {k: v.detach() for k, v in losses.items()}
+    return {k: v.detach() for k, v in {"g_total": g_loss, **losses}.items()}
 
 
 def lr_factor(step: int, cfg: GeneratorConfig) -> float:

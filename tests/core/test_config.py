@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from pipeline.core.config import from_dict, replace, to_dict
+from pipeline.core.config import from_dict, recorded_when_set, replace, to_dict
 from pipeline.core.errors import ConfigError, HydraMixError
 
 
@@ -65,3 +65,16 @@ def test_replace_skips_none():
     cfg = from_dict(Outer, GOOD)
     assert replace(cfg, rate=None) is cfg
     assert replace(cfg, rate=2.0, limit=None).rate == 2.0
+
+
+@dataclass(frozen=True)
+class Extended:
+    size: int
+    share: float = recorded_when_set(0.0)
+
+
+def test_a_key_recorded_when_set_is_left_out_at_its_default():
+    assert to_dict(Extended(3)) == {"size": 3}  # what a file written before `share` existed holds
+    assert from_dict(Extended, {"size": 3}) == Extended(3)
+    assert to_dict(Extended(3, 0.5)) == {"size": 3, "share": 0.5}
+    assert from_dict(Extended, to_dict(Extended(3, 0.5))) == Extended(3, 0.5)

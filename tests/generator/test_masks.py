@@ -1,4 +1,5 @@
-"""Mixing masks: sums, padding, determinism, coverage of sources, grid shifts, soft masks, bad config."""
+"""Mixing masks: sums, padding, determinism, coverage of sources, grid shifts, soft masks, the base-share floor,
+contiguous id ranges, bad config."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import torch
 from pipeline.core.config import from_dict
 from pipeline.core.errors import ConfigError
 from pipeline.generator.masks import (
+    STREAM_BASE,
     MaskConfig,
     MaskSampler,
     colorize,
     derive_seeds,
+    row_randint,
     segment_images,
     to_feature_resolution,
 )
@@ -45,10 +48,14 @@ def test_segment_images_gives_contiguous_labels(segments):
     assert segments.max() >= 5  # the 16 colour blocks are found as separate regions
 
 
-@pytest.mark.parametrize("kind", ["segmentation", "grid"])
+# (kind, base_share): every rule, and the segmentation rule with a base-share floor.
+RULES = [("segmentation", 0.0), ("grid", 0.0), ("ranges", 0.0), ("segmentation", 0.5)]
+
+
+@pytest.mark.parametrize("kind, base_share", RULES)
 @pytest.mark.parametrize("n", [2, 3, 5])
-def test_masks_sum_to_one_and_padding_is_zero(segments, kind, n):
-    sampler = MaskSampler(segments, MaskConfig(kind=kind, n_sources=(2, 5)))
+def test_masks_sum_to_one_and_padding_is_zero(segments, kind, base_share, n):
+    sampler = MaskSampler(segments, MaskConfig(kind=kind, n_sources=(2, 5), base_share=base_share))
     masks = sampler.sample(_rows(n, pad_to=6), seed=3)
     assert masks.shape == (16, 6, 32, 32) and masks.dtype == torch.float32
     assert torch.equal(masks.sum(1), torch.ones(16, 32, 32))
@@ -56,10 +63,11 @@ def test_masks_sum_to_one_and_padding_is_zero(segments, kind, n):
     assert set(masks.unique().tolist()) <= {0.0, 1.0}  # hard by default
 
 
-@pytest.mark.parametrize("kind", ["segmentation", "grid"])
-def test_every_source_gets_a_region(segments, kind):
-    # 16 colour blocks and grids of >= 3x3 cells: always at least 5 regions for 5 sources.
-    cfg = MaskConfig(kind=kind, n_sources=(2, 5), grid_cells=(3, 4))
+@pytest.mark.parametrize("kind, base_share", RULES)
+def test_every_source_gets_a_region(segments, kind, base_share):
+    # 16 colour blocks and grids of >= 3x3 cells: always at least 5 regions for 5 sources (and with a floor of
+    # one half, the 8 blocks left to the others are enough for 4 sources).
+    cfg = MaskConfig(kind=kind, n_sources=(2, 5), grid_cells=(3, 4), base_share=base_share)
     masks = MaskSampler(segments, cfg).sample(_rows(5, b=64), seed=11)
     assert torch.all(masks.amax(dim=(2, 3)) == 1)
 
@@ -71,8 +79,9 @@ def test_masks_are_deterministic_and_depend_on_seed(segments):
     assert not torch.equal(sampler.sample(rows, 5), sampler.sample(rows, 6))
 
 
-def test_per_row_seeds_make_rows_independent_of_the_batch(segments):
-    sampler = MaskSampler(segments, MaskConfig())
+@pytest.mark.parametrize("kind, base_share", RULES)
+def test_per_row_seeds_make_rows_independent_of_the_batch(segments, kind, base_share):
+    sampler = MaskSampler(segments, MaskConfig(kind=kind, base_share=base_share))
     rows = _rows(3, b=10)
     seeds = derive_seeds(42, np.arange(10))
     whole = sampler.sample(rows, seeds)
@@ -158,6 +167,9 @@ def test_mask_config_loads_from_params_and_rejects_bad_values():
         ({"scale": 0}, "scale"),
         ({"min_size": 0}, "min_size"),
         ({"soft_sigma": -1.0}, "soft_sigma"),
+        ({"base_share": -0.1}, "base_share"),
+        ({"base_share": 1.0}, "base_share"),
+        ({"kind": "ranges", "n_sources": [1, 3]}, "n_sources"),
         ({"kind": "voronoi"}, "kind"),
         ({"scael": 1.0}, "unknown"),
     ]
@@ -204,3 +216,55 @@ def test_chimeramix_kinds_mix_exactly_two_images(segments):
     sampler = MaskSampler(segments, MaskConfig(kind="chimeramix", n_sources=(2, 2)))
     with pytest.raises(ValueError, match="exactly two sources"):
         sampler.sample(_rows(1, pad_to=2), seed=0)
+
+
+def _base_slots(rows: np.ndarray, seed: int) -> np.ndarray:
+    """(B,) the base slot the sampler draws for each row (its stream of the per-row seed)."""
+    return row_randint(derive_seeds(seed, np.arange(len(rows))), (rows >= 0).sum(1), 1, STREAM_BASE)[:, 0]
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5, 0.8])
+def test_base_share_floor_holds_on_every_mix_and_only_gives_superpixels_back_to_the_base(segments, share):
+    rows = _rows(4, b=64, pad_to=5)
+    free = MaskSampler(segments, MaskConfig(n_sources=(2, 5))).sample(rows, seed=7)
+    floored = MaskSampler(segments, MaskConfig(n_sources=(2, 5), base_share=share)).sample(rows, seed=7)
+    base = _base_slots(rows, 7)
+    base_area = floored[np.arange(64), base].mean(dim=(1, 2))
+    assert torch.all(base_area >= share)
+    assert (free[np.arange(64), base].mean(dim=(1, 2)) < share).any()  # the floor did something
+    owner_free, owner_floored = free.argmax(1), floored.argmax(1)
+    changed = owner_free != owner_floored
+    assert torch.all(owner_floored[changed] == torch.from_numpy(base)[:, None, None].expand_as(changed)[changed])
+    for b in range(64):  # whole superpixels move: each of the base's segments keeps one owner
+        labels = segments[rows[b, base[b]]]
+        for label in np.unique(labels):
+            assert len(torch.unique(owner_floored[b][torch.from_numpy(labels == label)])) == 1
+
+
+def test_ranges_are_contiguous_in_segment_id_one_per_source(segments):
+    rows = _rows(4, b=64, pad_to=5)
+    rows[:16, 3] = -1  # some mixes of three
+    masks = MaskSampler(segments, MaskConfig(kind="ranges", n_sources=(2, 5))).sample(rows, seed=2)
+    base = _base_slots(rows, 2)
+    base_first = []
+    for b in range(64):
+        labels = segments[rows[b, base[b]]]
+        n = int((rows[b] >= 0).sum())
+        starts = []
+        for slot in range(n):
+            mine = masks[b, slot].numpy() > 0.5
+            ids = np.unique(labels[mine])
+            assert len(ids) >= 1 and np.array_equal(mine, np.isin(labels, ids)), (b, slot)  # whole segments
+            assert np.array_equal(ids, np.arange(ids.min(), ids.max() + 1)), (b, slot)  # one contiguous range
+            starts.append(ids.min())
+        assert sorted(starts)[0] == 0  # the ranges tile 0..S-1 (disjoint: masks sum to 1)
+        base_first.append(starts[base[b]] == 0)
+    assert any(base_first) and not all(base_first)  # the base's range is drawn, not always the first
+
+
+def test_ranges_with_fewer_segments_than_sources_leave_sources_out():
+    halves = np.zeros((3, 16, 16), dtype=np.int32)
+    halves[:, 8:] = 1  # two segments per image
+    masks = MaskSampler(halves, MaskConfig(kind="ranges", n_sources=(2, 4))).sample(np.array([[0, 1, 2, -1]]), 1)
+    assert torch.equal(masks.sum(1), torch.ones(1, 16, 16)) and torch.all(masks[:, 3] == 0)
+    assert int((masks.amax(dim=(2, 3)) == 1).sum()) == 2  # two ranges for three sources

@@ -62,6 +62,20 @@ def test_patch_discriminator_output(n_layers: int, side: int) -> None:
     assert scores.shape[:2] == (2, 1) and scores.shape[-1] >= 1
 
 
+def test_discriminator_features_end_in_its_scores_and_leave_its_parameters_as_they_were() -> None:
+    torch.manual_seed(0)
+    d = PatchDiscriminator(width=8, n_layers=2)
+    x = torch.rand(2, 3, 16, 16)
+    *features, scores = d.features(x)
+    assert torch.equal(scores, d(x))
+    assert [f.shape[1] for f in features] == [8, 16, 32]  # after each LeakyReLU: n_layers + 1 maps
+    # The state_dict keys of the training checkpoints written before features() existed.
+    assert list(d.state_dict()) == [
+        "layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.3.weight", "layers.3.bias",
+        "layers.5.weight", "layers.6.weight", "layers.6.bias", "layers.8.weight", "layers.8.bias",
+    ]  # fmt: skip
+
+
 def test_identity_masks_reconstruct_after_overfit() -> None:
     """A few images, each through its own identity mask, come back after a short overfit (autoencoder
     path)."""

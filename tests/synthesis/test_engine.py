@@ -146,6 +146,21 @@ def test_grid_override_skips_segmentation(monkeypatch):
     assert {r.meta["mask_kind"] for r in synth.render(np.arange(6))} == {"grid"}
 
 
+def test_synthesis_honours_the_base_share_floor_and_draws_ranges_masks():
+    cfg = SynthConfig(n_per_class=8, seed=7, n_sources=(2, 4), batch_size=4, mode="pixel")
+    floored = Synthesizer(
+        _train(), cfg, MaskConfig(scale=10.0, sigma=0.0, min_size=4, base_share=0.6), None, CPU, torch.float32
+    )
+    assert floored.mask_cfg.base_share == 0.6
+    assert all(r.meta["largest_share"] >= 0.6 for r in floored.render(np.arange(24)))
+    ranges = _synth(mask_kind="ranges")
+    out = ranges.render(np.arange(12))
+    assert {r.meta["mask_kind"] for r in out} == {"ranges"} and len({r.image.tobytes() for r in out}) == 12
+    assert [r.image.tobytes() for r in out] == [
+        r.image.tobytes() for r in _synth(mask_kind="ranges").render(np.arange(12))
+    ]
+
+
 def test_bad_input_is_reported():
     with pytest.raises(HydraMixError, match="class0.*5 train image"):
         _synth(n_sources=(2, 6))
