@@ -19,6 +19,7 @@ from pipeline.core import distributed
 from pipeline.core.atomic import check_writable, write_json
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import HydraMixError, WriteError
+from pipeline.core.torch_io import outputs_not_written
 from pipeline.data.subsets import read_subset
 from pipeline.synthesis.shards.reader import load_images, read_manifest
 
@@ -99,9 +100,6 @@ def make_classifier(request: ClassifierRequest) -> TrainResult | None:
         if request.out_metrics is not None:
             write_json(request.out_metrics, result.stats)
     except WriteError as exc:
-        raise WriteError(
-            f"{exc}; the training checkpoint at {checkpoint} (all {cfg.iterations} steps) is kept: free "
-            "space and rerun the same command to write the outputs without training again"
-        ) from None
+        raise outputs_not_written(exc, checkpoint, cfg.iterations) from None
     checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
     return result

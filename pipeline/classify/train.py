@@ -36,7 +36,7 @@ from pipeline.core.devices import Precision, autocast, resolve_device, resolve_d
 from pipeline.core.errors import HydraMixError, WriteError
 from pipeline.core.progress import tqdm
 from pipeline.core.threads import Threads, check_threads
-from pipeline.core.torch_io import load_torch, save_torch
+from pipeline.core.torch_io import checkpoint_not_written, load_torch, save_torch
 from pipeline.data.imageset import ImageSet
 
 CHECKPOINT_FORMAT = "hydramix-classifier-v1"
@@ -329,11 +329,7 @@ def train_classifier(
                 try:
                     _save_train_state(checkpoint_path, identity, model, rank_buffers, optimiser, scaler, device, run)
                 except WriteError as exc:
-                    kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was kept"
-                    raise WriteError(
-                        f"{exc}; training stopped at step {done} of {config.iterations} and {kept}; free space "
-                        "and rerun the same command to resume"
-                    ) from None
+                    raise checkpoint_not_written(exc, done, config.iterations, saved_step) from None
             saved_step = done
     seconds = run["seconds"] + time.perf_counter() - start
     cpu_seconds = run["cpu_seconds"] + time.process_time() - cpu_start  # all threads; robust to other processes

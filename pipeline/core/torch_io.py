@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pipeline.core.atomic import write_bytes
-from pipeline.core.errors import HydraMixError
+from pipeline.core.errors import HydraMixError, WriteError
 
 # What torch's weights-only unpickler says when a pickle asks for a callable or class it does not allow.
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+?)[ .]*(?: was not an allowed global| whose module)")
@@ -60,3 +60,24 @@ def load_torch(path: str | Path, what: str, map_location: str | torch.device = "
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated, foreign or unsafe files
         raise load_error(path, what, exc) from None
+
+
+def checkpoint_not_written(exc: WriteError, step: int, iterations: int, saved_step: int | None) -> WriteError:
+    """The error of a training run whose checkpoint at ``step`` could not be written: where it stopped and which
+    checkpoint (of ``saved_step``, or none) a rerun resumes from."""
+    kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was kept"
+    return WriteError(
+        f"{exc}; training stopped at step {step} of {iterations} and {kept}; free space and rerun the same command "
+        "to resume"
+    )
+
+
+def outputs_not_written(exc: WriteError, checkpoint: Path | None, iterations: int) -> WriteError:
+    """The error of a finished training run whose outputs could not be written: whether its final checkpoint is
+    kept, so that a rerun writes them without training again."""
+    if checkpoint is None:
+        return WriteError(f"{exc}; no training checkpoint was kept (no --checkpoint given)")
+    return WriteError(
+        f"{exc}; the training checkpoint at {checkpoint} (all {iterations} steps) is kept: free space and rerun the "
+        "same command to write the outputs without training again"
+    )

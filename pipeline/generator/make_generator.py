@@ -17,6 +17,7 @@ from pipeline.core import distributed
 from pipeline.core.atomic import check_writable, write_json
 from pipeline.core.digest import file_digest
 from pipeline.core.errors import WriteError
+from pipeline.core.torch_io import outputs_not_written
 from pipeline.data.subsets import read_subset
 from pipeline.generator.config import GeneratorConfig
 from pipeline.generator.files import save_generator, write_loss_curve, write_png
@@ -77,13 +78,7 @@ def make_generator(request: GeneratorRequest) -> TrainResult | None:
         if request.timings is not None:
             write_json(request.timings, {k: v for k, v in result.metrics.items() if k in RUN_KEYS})
     except WriteError as exc:
-        kept = (
-            f"the training checkpoint at {checkpoint} (all {cfg.iterations} steps) is kept: free space and "
-            "rerun the same command to write the outputs without training again"
-            if checkpoint is not None
-            else "no training checkpoint was kept (no --checkpoint given)"
-        )
-        raise WriteError(f"{exc}; {kept}") from None
+        raise outputs_not_written(exc, checkpoint, cfg.iterations) from None
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)  # only now: a kill before this point still resumes
     return result

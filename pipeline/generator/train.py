@@ -24,6 +24,7 @@ from pipeline.core.config import to_dict
 from pipeline.core.devices import autocast, resolve_device, resolve_dtype
 from pipeline.core.errors import WriteError
 from pipeline.core.progress import note, tqdm
+from pipeline.core.torch_io import checkpoint_not_written
 from pipeline.data.imageset import ImageSet
 from pipeline.generator.batches import TRAIN_STREAM, Batch, draw_batch, make_batch, prepare_split
 from pipeline.generator.config import GeneratorConfig, LossConfig
@@ -237,11 +238,7 @@ def train_generator(
             try:
                 save_train_state(checkpoint_path, cfg, subset_sha256, g, d, opt_g, opt_d, scaler, state)
             except WriteError as exc:
-                kept = f"the checkpoint of step {saved_step} is kept" if saved_step else "no checkpoint was kept"
-                raise WriteError(
-                    f"{exc}; training stopped at step {state['step']} of {cfg.iterations} and {kept}; "
-                    "free space and rerun the same command to resume"
-                ) from None
+                raise checkpoint_not_written(exc, state["step"], cfg.iterations, saved_step) from None
             saved_step = state["step"]
     _synchronize(device)
     state["train_seconds"] = seconds_before + time.perf_counter() - loop_start
