@@ -21,7 +21,7 @@ from torch import Tensor
 from pipeline.core.errors import HydraMixError
 from pipeline.data.imageset import ImageSet
 from pipeline.generator.config import GeneratorConfig
-from pipeline.generator.masks import SEGMENT_KINDS, MaskSampler, segment_images
+from pipeline.generator.masks import MaskSampler
 from pipeline.generator.networks import to_signed
 from pipeline.generator.sources import ClassMembers, SourceDraw, draw_classes, draw_sources, mix_seeds
 
@@ -58,12 +58,8 @@ def prepare_split(train: ImageSet, cfg: GeneratorConfig, device: torch.device) -
     classes = class_members(train, cfg)
     images_np = prepare_images(train, cfg)
     images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous().to(device)  # (M, 3, R, R) uint8
-    # Superpixels once, before the loop (grid masks only need the shape).
-    if cfg.masks.kind in SEGMENT_KINDS:
-        segments = segment_images(images_np, cfg.masks)
-    else:
-        segments = np.zeros(images_np.shape[:3], dtype=np.int32)
-    return TrainSplit(images=images, classes=classes, sampler=MaskSampler(segments, cfg.masks))
+    # Superpixels once, before the loop.
+    return TrainSplit(images=images, classes=classes, sampler=MaskSampler.of_images(images_np, cfg.masks))
 
 
 def prepare_images(train: ImageSet, cfg: GeneratorConfig) -> np.ndarray:

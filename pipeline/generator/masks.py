@@ -182,6 +182,14 @@ class MaskSampler:
         self._n_regions = int(self._n_segments.max()) if len(segments) else 1
         self._kernel = _gaussian_kernel(cfg.soft_sigma) if cfg.soft else None
 
+    @classmethod
+    def of_images(cls, images: np.ndarray, cfg: MaskConfig) -> MaskSampler:
+        """The sampler of (M, H, W, 3) uint8 ``images``: their superpixels computed once where ``cfg.kind``
+        follows them (``SEGMENT_KINDS``); the other kinds need only the image size."""
+        if cfg.kind in SEGMENT_KINDS:
+            return cls(segment_images(images, cfg), cfg)
+        return cls(np.zeros(images.shape[:3], dtype=np.int32), cfg)
+
     def sample(
         self, source_rows: np.ndarray, seed: int | np.ndarray, flipped: np.ndarray | None = None
     ) -> torch.Tensor:

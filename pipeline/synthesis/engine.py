@@ -36,13 +36,11 @@ from pipeline.core.errors import HydraMixError
 from pipeline.core.threads import Threads, check_threads
 from pipeline.data.imageset import ImageSet
 from pipeline.generator.masks import (
-    SEGMENT_KINDS,
     MaskConfig,
     MaskKind,
     MaskSampler,
     derive_seeds,
     pixel_composite,
-    segment_images,
     to_feature_resolution,
 )
 from pipeline.generator.networks import to_signed
@@ -157,12 +155,7 @@ class Synthesizer:
                 )
         self._classes = ClassMembers.of(train.labels, len(self.class_names))
 
-        # Superpixels once per image (grid masks need only the image size).
-        if self.mask_cfg.kind in SEGMENT_KINDS:
-            segments = segment_images(train.images, self.mask_cfg)
-        else:
-            segments = np.zeros((len(train), h, w), dtype=np.int32)
-        self._sampler = MaskSampler(segments, self.mask_cfg)
+        self._sampler = MaskSampler.of_images(train.images, self.mask_cfg)  # superpixels once per image
 
         self._generator = None
         if cfg.mode == "generator":

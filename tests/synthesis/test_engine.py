@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.synthesis.engine as synthesis
+import pipeline.generator.masks as masks_module
 from pipeline.core.config import from_dict, to_dict
 from pipeline.core.errors import ConfigError, HydraMixError
 from pipeline.data.imageset import ImageSet
@@ -126,8 +126,9 @@ def test_compose_on_a_hand_made_case():
 
 def test_segmentation_and_encoding_run_once(monkeypatch):
     calls = []
-    real = synthesis.segment_images
-    monkeypatch.setattr(synthesis, "segment_images", lambda images, cfg: calls.append(len(images)) or real(images, cfg))
+    real = masks_module.segment_images
+    counted = lambda images, cfg: calls.append(len(images)) or real(images, cfg)  # noqa: E731
+    monkeypatch.setattr(masks_module, "segment_images", counted)
     g = _generator()
     encoded = []
     real_encode = g.encode
@@ -141,7 +142,7 @@ def test_segmentation_and_encoding_run_once(monkeypatch):
 
 
 def test_grid_override_skips_segmentation(monkeypatch):
-    monkeypatch.setattr(synthesis, "segment_images", lambda *a: pytest.fail("segmented for grid masks"))
+    monkeypatch.setattr(masks_module, "segment_images", lambda *a: pytest.fail("segmented for grid masks"))
     synth = _synth(mask_kind="grid")
     assert {r.meta["mask_kind"] for r in synth.render(np.arange(6))} == {"grid"}
 
