@@ -159,12 +159,55 @@ def _keep(job: dict, results: Path) -> None:
             shutil.copyfile(src, dst)
 
 
-def _load_jobs(root: Path) -> list[dict]:
-    # A fresh interpreter, so that edits to this file take effect between jobs.
+def _load_jobs(script: str, root: Path) -> list[dict]:
+    # A fresh interpreter, so that edits to the job list take effect between jobs.
     text = subprocess.run(
-        [sys.executable, __file__, "--root", str(root), "--list"], check=True, capture_output=True, text=True
+        [sys.executable, script, "--root", str(root), "--list"], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(text)
+
+
+def run_queue(script: str, root: Path, results: Path, n_jobs: int, dry_run: bool = False) -> None:
+    """Run ``script --root ROOT --list``'s jobs, ``n_jobs`` one-thread jobs at once, until none is left; each
+    finished job's figures are copied with ``_keep``. Shared by this protocol and ``run_sweep.py``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, dict, float]] = {}
+    failed: set[str] = set()
+    while True:
+        for name, (proc, job, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            took = time.time() - start
+            if proc.returncode != 0 or not _done(job):
+                failed.add(name)
+                print(f"FAILED {name} (rc {proc.returncode}, {took:.0f} s): see {logs / name}.log", flush=True)
+                continue
+            print(f"done {name} in {took:.0f} s", flush=True)
+            _keep(job, results)
+        todo = [j for j in _load_jobs(script, root) if j["name"] not in failed and j["name"] not in running]
+        todo = [j for j in todo if not _done(j)]
+        ready = [j for j in todo if _ready(j)]
+        if dry_run:
+            for job in ready:
+                print(job["name"], "::", job["cmd"])
+            return
+        if not todo and not running:
+            print(f"all jobs finished; {len(failed)} failed: {sorted(failed)}", flush=True)
+            return
+        while ready and len(running) < n_jobs:
+            job = ready.pop(0)
+            log = open(logs / f"{job['name']}.log", "w")  # noqa: SIM115 - closed with the process
+            print(f"start {job['name']}", flush=True)
+            proc = subprocess.Popen(job["cmd"], shell=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running[job["name"]] = (proc, job, time.time())
+        if not running and not ready:
+            print(f"nothing can run: {len(todo)} jobs wait on inputs that failed", flush=True)
+            return
+        time.sleep(10)
 
 
 def main() -> None:
@@ -184,44 +227,7 @@ def main() -> None:
             if _done(job):
                 _keep(job, args.results)
         return
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    logs = args.root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    args.results.mkdir(parents=True, exist_ok=True)
-    running: dict[str, tuple[subprocess.Popen, dict, float]] = {}
-    failed: set[str] = set()
-    while True:
-        for name, (proc, job, start) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[name]
-            took = time.time() - start
-            if proc.returncode != 0 or not _done(job):
-                failed.add(name)
-                print(f"FAILED {name} (rc {proc.returncode}, {took:.0f} s): see {logs / name}.log", flush=True)
-                continue
-            print(f"done {name} in {took:.0f} s", flush=True)
-            _keep(job, args.results)
-        todo = [j for j in _load_jobs(args.root) if j["name"] not in failed and j["name"] not in running]
-        todo = [j for j in todo if not _done(j)]
-        ready = [j for j in todo if _ready(j)]
-        if args.dry_run:
-            for job in ready:
-                print(job["name"], "::", job["cmd"])
-            return
-        if not todo and not running:
-            print(f"all jobs finished; {len(failed)} failed: {sorted(failed)}", flush=True)
-            return
-        while ready and len(running) < args.jobs:
-            job = ready.pop(0)
-            log = open(logs / f"{job['name']}.log", "w")  # noqa: SIM115 - closed with the process
-            print(f"start {job['name']}", flush=True)
-            proc = subprocess.Popen(job["cmd"], shell=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running[job["name"]] = (proc, job, time.time())
-        if not running and not ready:
-            print(f"nothing can run: {len(todo)} jobs wait on inputs that failed", flush=True)
-            return
-        time.sleep(10)
+    run_queue(__file__, args.root, args.results, args.jobs, args.dry_run)
 
 
 if __name__ == "__main__":

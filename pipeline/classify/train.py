@@ -31,7 +31,7 @@ from pipeline.classify.architectures import ARCHITECTURES, build_classifier
 from pipeline.classify.augment import SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter, resolve_augment, run_name
 from pipeline.classify.evaluate import predict
 from pipeline.core import distributed
-from pipeline.core.config import to_dict
+from pipeline.core.config import recorded_when_set, to_dict
 from pipeline.core.devices import Precision, autocast, resolve_device, resolve_dtype
 from pipeline.core.errors import HydraMixError, WriteError
 from pipeline.core.progress import tqdm
@@ -69,6 +69,11 @@ class ClassifierConfig:
     precision: Precision = "auto"  # auto: bf16 autocast where the device supports it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     threads: Threads = "auto"  # CPU threads, set by the stage (pipeline.core.threads)
+    # Added after model files existed (recorded only when set): synthetic methods train their last ``real_tail``
+    # fraction of steps on real images only; ``bn_recalibrate`` re-estimates BatchNorm statistics on the real
+    # training images (and their mirror images) after the last step, so they are those of real inputs.
+    real_tail: float = recorded_when_set(0.0)
+    bn_recalibrate: bool = recorded_when_set(False)
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
@@ -82,6 +87,12 @@ class ClassifierConfig:
             raise ValueError("dropout and label_smoothing must be in [0, 1)")
         if self.lr <= 0 or self.warmup_iterations < 0 or self.val_per_class < 0:
             raise ValueError("lr must be > 0, warmup_iterations and val_per_class >= 0")
+        if not 0.0 <= self.real_tail <= 1.0:
+            raise ValueError(f"real_tail must be in [0, 1], got {self.real_tail}")
+
+    def tail_start(self) -> int:
+        """The first step of the real-only tail (``iterations`` when there is none)."""
+        return self.iterations - round(self.iterations * self.real_tail)
 
 
 @dataclass
@@ -161,7 +172,8 @@ class BatchSource:
     ``next_batch() -> (images (B, H, W, 3) uint8, labels (B,) int64)``, with ``n_synthetic`` of the B drawn
     from the synthetic set. With a synthetic set the rows are put in a random order, so that a batch-level
     augmentation (mixup and cutmix pair each row with its neighbour) pairs real with synthetic images as often
-    as with its own kind; without one the batch is exactly the real draw.
+    as with its own kind; without one the batch is exactly the real draw. From step ``tail_start`` on (if given)
+    every batch is B real images, drawn from a stream of its own so the steps before are unchanged.
     """
 
     def __init__(
@@ -172,6 +184,7 @@ class BatchSource:
         synthetic_share: float,
         device: torch.device,
         seed: int,
+        tail_start: int | None = None,
     ) -> None:
         # At least one real image per batch, whatever the share rounds to.
         self.n_synthetic = min(round(batch_size * synthetic_share), batch_size - 1) if synthetic is not None else 0
@@ -185,9 +198,21 @@ class BatchSource:
             self.syn_labels = torch.from_numpy(synthetic.labels).to(device)
             self.syn_order = index_batches(len(synthetic), self.n_synthetic, np.random.default_rng([seed, 3]))
             self.row_order = np.random.default_rng([seed, 4])
+        self.tail_start = tail_start if self.n_synthetic else None
+        if self.tail_start is not None:
+            self.tail_order = index_batches(len(real), batch_size, np.random.default_rng([seed, 5]))
+        self.step = 0
         self.device = device
 
+    def _in_tail(self) -> bool:
+        in_tail = self.tail_start is not None and self.step >= self.tail_start
+        self.step += 1
+        return in_tail
+
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._in_tail():
+            pos = torch.from_numpy(next(self.tail_order)).to(self.device)
+            return self.real_images[pos], self.real_labels[pos]
         pos = torch.from_numpy(next(self.real_order)).to(self.device)
         images, labels = self.real_images[pos], self.real_labels[pos]
         if self.n_synthetic:
@@ -201,6 +226,9 @@ class BatchSource:
         """Advance the index streams past ``steps`` batches, drawing exactly what ``next_batch`` would draw (a
         resumed run continues with the batches of an uninterrupted one), without gathering any images."""
         for _ in range(steps):
+            if self._in_tail():
+                next(self.tail_order)
+                continue
             next(self.real_order)
             if self.n_synthetic:
                 next(self.syn_order)
@@ -272,7 +300,8 @@ def train_classifier(
         torch.tensor(mean, device=device),
         torch.tensor(std, device=device),
     )
-    source = BatchSource(fit, synthetic, config.batch_size, config.synthetic_share, device, config.seed)
+    tail = config.tail_start() if config.real_tail > 0 else None
+    source = BatchSource(fit, synthetic, config.batch_size, config.synthetic_share, device, config.seed, tail)
     # GradScaler only matters for fp16 on CUDA; it is a pass-through otherwise.
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
@@ -334,6 +363,8 @@ def train_classifier(
     seconds = run["seconds"] + time.perf_counter() - start
     cpu_seconds = run["cpu_seconds"] + time.process_time() - cpu_start  # all threads; robust to other processes
     distributed.average_buffers(model)
+    if config.bn_recalibrate:
+        recalibrate_batchnorm(model, fit, mean, std, config.eval_batch_size, device, dtype)
     model.eval()
 
     stats: dict[str, Any] = {
@@ -355,6 +386,39 @@ def train_classifier(
         stats["val_top1"] = float((predictions == val.labels).mean())
         stats["n_val"] = len(val)
     return TrainResult(model=model, mean=mean, std=std, stats=stats)
+
+
+def recalibrate_batchnorm(
+    model: nn.Module,
+    images: ImageSet,
+    mean: list[float],
+    std: list[float],
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> None:
+    """Replace every BatchNorm's running statistics by those of ``images`` and their mirror images (uint8
+    (N, H, W, 3), normalised with ``mean``/``std``): a cumulative average over the passes, no gradients, other
+    layers (dropout) in eval mode. Every process computes the same statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    model.eval()
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative moving average: every batch counts the same
+        norm.train()
+    x = torch.from_numpy(images.images).to(device).permute(0, 3, 1, 2).float().div(255.0)
+    x = (x - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+    x = torch.cat([x, x.flip(3)]).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for chunk in x.split(batch_size):
+            with autocast(device, dtype):
+                model(chunk)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.eval()
 
 
 def _run_identity(

@@ -13,6 +13,7 @@ from pipeline.classify.augment import CLASSIC_AUGMENTATIONS, METHODS, SYNTHETIC_
 from pipeline.classify.train import (
     BatchSource,
     ClassifierConfig,
+    channel_stats,
     check_compatible,
     imageset_sha256,
     index_batches,
@@ -22,6 +23,7 @@ from pipeline.classify.train import (
     split_validation,
     train_classifier,
 )
+from pipeline.core.config import to_dict
 from pipeline.core.errors import HydraMixError
 from pipeline.data.imageset import ImageSet
 
@@ -186,3 +188,55 @@ def test_load_checkpoint_errors(tmp_path):
     torch.save({"hello": 1}, tmp_path / "other.pt")
     with pytest.raises(HydraMixError, match="not a hydramix classifier checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_the_real_only_tail_draws_real_batches_and_leaves_the_steps_before_unchanged(real, synthetic):
+    cpu = torch.device("cpu")
+    plain = BatchSource(real, synthetic, 8, 0.5, cpu, seed=0)
+    tailed = BatchSource(real, synthetic, 8, 0.5, cpu, seed=0, tail_start=3)
+    real_rows = {bytes(r) for r in real.images.reshape(len(real), -1)}
+    for step in range(6):
+        a, la = plain.next_batch()
+        b, lb = tailed.next_batch()
+        if step < 3:
+            assert torch.equal(a, b) and torch.equal(la, lb)
+        else:
+            assert all(bytes(row) in real_rows for row in b.reshape(8, -1).numpy())
+    resumed = BatchSource(real, synthetic, 8, 0.5, cpu, seed=0, tail_start=3)
+    resumed.skip(6)  # a resumed run continues with the tail batch an uninterrupted one draws next
+    assert torch.equal(resumed.next_batch()[0], tailed.next_batch()[0])
+    assert ClassifierConfig(iterations=900, real_tail=0.2).tail_start() == 720
+    assert ClassifierConfig(iterations=900).tail_start() == 900
+
+
+def test_levers_at_their_defaults_are_not_recorded_and_bad_values_are_refused():
+    assert not {"real_tail", "bn_recalibrate"} & set(to_dict(ClassifierConfig()))  # old model files' bytes
+    assert to_dict(ClassifierConfig(real_tail=0.1, bn_recalibrate=True))["real_tail"] == 0.1
+    with pytest.raises(ValueError, match="real_tail must be in"):
+        ClassifierConfig(real_tail=1.5)
+
+
+def test_batchnorm_recalibration_gives_the_statistics_of_the_real_images_and_their_mirrors(real, synthetic):
+    fp32 = dataclasses.replace(TINY, precision="fp32")  # the recalibration passes run in the training dtype
+    config = dataclasses.replace(fp32, bn_recalibrate=True)
+    model = train_classifier("hydramix", real, config, synthetic, progress=False).model
+    assert not model.training
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.momentum == 0.1 for m in norms)  # restored after the passes
+    mean, std = channel_stats(real)
+    x = torch.from_numpy(real.images).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    x = torch.cat([x, x.flip(3)])
+    # The first BatchNorm to run sees inputs that no other BatchNorm's statistics touch: its own must be theirs.
+    seen: list[tuple[torch.nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, args[0]))) for m in norms]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    first, inputs = seen[0]
+    torch.testing.assert_close(first.running_mean, inputs.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first.running_var, inputs.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
+    plain = train_classifier("hydramix", real, fp32, synthetic, progress=False).model
+    same = [torch.equal(p, q) for p, q in zip(plain.parameters(), model.parameters(), strict=True)]
+    assert all(same)  # only the statistics change, not the weights

@@ -137,6 +137,24 @@ def test_kills_at_every_step_resume_bit_identical(real, synthetic, tmp_path, mon
         assert state_sha256(resumed.model) == expected, kill_at
 
 
+def test_a_run_with_the_real_tail_and_recalibration_resumes_bit_identical(real, synthetic, tmp_path, monkeypatch):
+    config = dataclasses.replace(BASE, iterations=8, real_tail=0.5, bn_recalibrate=True)
+    expected = state_sha256(train_classifier("hydramix", real, config, synthetic=synthetic, progress=False).model)
+    for kill_at in (4, 7):  # before the tail (it starts after step 4) and inside it
+        ckpt = tmp_path / f"k{kill_at}.ckpt"
+
+        def train(ckpt=ckpt):
+            return train_classifier(
+                "hydramix", real, config, synthetic=synthetic, progress=False, checkpoint_path=ckpt, checkpoint_every=2
+            )
+
+        with monkeypatch.context() as patch:
+            kill_in_step(patch, kill_at)
+            with pytest.raises(Killed):
+                train()
+        assert state_sha256(train().model) == expected, kill_at
+
+
 def test_a_checkpoint_of_another_run_is_refused_and_left_alone(real, synthetic, tmp_path):
     ckpt = tmp_path / "state.ckpt"
     config = dataclasses.replace(BASE, iterations=2)
