@@ -220,9 +220,13 @@ class Synthesizer:
             out += self._render_batch(ids[start : start + self.cfg.batch_size])
         return out
 
+    def masks(self, plan: dict[str, np.ndarray]) -> Tensor:
+        """(B, N_max, H, W) float masks of a ``plan``'s samples, summing to 1 over the valid sources."""
+        return self._sampler.sample(plan["rows"], plan["seeds"], flipped=plan["flipped"])
+
     def _render_batch(self, ids: np.ndarray) -> list[Rendered]:
         plan = self.plan(ids)
-        masks = self._sampler.sample(plan["rows"], plan["seeds"], flipped=plan["flipped"])  # (B, N, H, W)
+        masks = self.masks(plan)  # (B, N, H, W)
         images = self.compose(plan["rows"], plan["flipped"], masks)  # (B, H, W, 3) uint8
         largest = largest_source_share(masks)  # (B,)
         indices = self._train.indices
