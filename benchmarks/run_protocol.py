@@ -42,8 +42,9 @@ SYNTHETIC_RUNS = (
 )
 
 
-def jobs(root: Path) -> list[dict]:
-    """Every job of the protocol in priority order: {name, cmd, deps, outs, metrics?, keep?}."""
+def jobs(root: Path, synthetic_only: bool = False) -> list[dict]:
+    """Every job of the protocol in priority order: {name, cmd, deps, outs, metrics?, keep?}; without the
+    classic rows if ``synthetic_only``."""
     out: list[dict] = []
     prepared = root / "prepared"
     out.append(
@@ -115,7 +116,7 @@ def jobs(root: Path) -> list[dict]:
     out = [j for j in out if not j["name"].startswith("generator-chimeramix")]
     out += chimeramix
     cells = [(m, a, True, s) for m, a in SYNTHETIC_RUNS for s in SEEDS]
-    classic = [(m, None, False, s) for m in CLASSIC for s in SEEDS]
+    classic = [] if synthetic_only else [(m, None, False, s) for m in CLASSIC for s in SEEDS]
     # Seed by seed: whatever stops the run, the seeds that are complete are paired across every row.
     ordered = sorted(cells + classic, key=lambda c: c[3])
     for method, augment, synthetic, s in ordered:
@@ -159,17 +160,20 @@ def _keep(job: dict, results: Path) -> None:
             shutil.copyfile(src, dst)
 
 
-def _load_jobs(script: str, root: Path) -> list[dict]:
+def _load_jobs(script: str, list_args: list[str]) -> list[dict]:
     # A fresh interpreter, so that edits to the job list take effect between jobs.
     text = subprocess.run(
-        [sys.executable, script, "--root", str(root), "--list"], check=True, capture_output=True, text=True
+        [sys.executable, script, *list_args, "--list"], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(text)
 
 
-def run_queue(script: str, root: Path, results: Path, n_jobs: int, dry_run: bool = False) -> None:
-    """Run ``script --root ROOT --list``'s jobs, ``n_jobs`` one-thread jobs at once, until none is left; each
-    finished job's figures are copied with ``_keep``. Shared by this protocol and ``run_sweep.py``."""
+def run_queue(
+    script: str, root: Path, results: Path, n_jobs: int, dry_run: bool = False, list_args: list[str] | None = None
+) -> None:
+    """Run the jobs ``script --root ROOT [list_args] --list`` prints, ``n_jobs`` one-thread jobs at once, until
+    none is left; each finished job's figures are copied with ``_keep``. Shared with ``run_sweep.py``."""
+    list_args = ["--root", str(root), *(list_args or [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -188,7 +192,7 @@ def run_queue(script: str, root: Path, results: Path, n_jobs: int, dry_run: bool
                 continue
             print(f"done {name} in {took:.0f} s", flush=True)
             _keep(job, results)
-        todo = [j for j in _load_jobs(script, root) if j["name"] not in failed and j["name"] not in running]
+        todo = [j for j in _load_jobs(script, list_args) if j["name"] not in failed and j["name"] not in running]
         todo = [j for j in todo if not _done(j)]
         ready = [j for j in todo if _ready(j)]
         if dry_run:
@@ -218,16 +222,23 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="Print every job as JSON and exit.")
     parser.add_argument("--dry-run", action="store_true", help="Print the jobs that would start now and exit.")
     parser.add_argument("--sync", action="store_true", help="Copy every finished job's figures to --results, exit.")
+    parser.add_argument(
+        "--synthetic-only",
+        action="store_true",
+        help="Leave out the classic rows (real images only): their code and weights are pinned "
+        "(tests/stages/test_classifier_resume.py), so a new generator recipe reuses their landed metrics.",
+    )
     args = parser.parse_args()
     if args.list:
-        print(json.dumps(jobs(args.root)))
+        print(json.dumps(jobs(args.root, args.synthetic_only)))
         return
     if args.sync:
-        for job in jobs(args.root):
+        for job in jobs(args.root, args.synthetic_only):
             if _done(job):
                 _keep(job, args.results)
         return
-    run_queue(__file__, args.root, args.results, args.jobs, args.dry_run)
+    extra = ["--synthetic-only"] if args.synthetic_only else []
+    run_queue(__file__, args.root, args.results, args.jobs, args.dry_run, extra)
 
 
 if __name__ == "__main__":

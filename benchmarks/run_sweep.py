@@ -50,6 +50,10 @@ RECIPES: dict[str, dict] = {
     },
     "base50": {"params": {"generator": {"masks": {"base_share": 0.5}}}},
     "ranges": {"params": {"generator": {"masks": {"kind": "ranges"}}}},
+    # Train on the N synthesis asks for ([3, 4]) rather than [2, 4].
+    "train-n34": {"params": {"generator": {"masks": {"n_sources": [3, 4]}}}},
+    # Coarser superpixels: fewer, larger regions per source.
+    "scale200": {"params": {"generator": {"masks": {"scale": 200.0, "min_size": 40}}}},
 }
 
 
