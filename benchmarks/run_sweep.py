@@ -48,6 +48,8 @@ RECIPES: dict[str, dict] = {
     "adv05-coarse2-fm1": {
         "params": {"generator": {"losses": {"adversarial": 0.5, "mix_levels": 2, "feature_matching": 1.0}}}
     },
+    # Fewer synthetic rows per batch (0.25 instead of 0.5), on the default generator's sets.
+    "default+share25": {"from": "default", "params": {"classifier": {"synthetic_share": 0.25}}},
     "base50": {"params": {"generator": {"masks": {"base_share": 0.5}}}},
     "ranges": {"params": {"generator": {"masks": {"kind": "ranges"}}}},
     # Train on the N synthesis asks for ([3, 4]) rather than [2, 4].
