@@ -34,6 +34,17 @@ def _top1(results: Path, tag: str, run: str) -> str:
     return " / ".join(cells[:-1]) + f" → {cells[-1]}"
 
 
+def _mean(results: Path, tag: str, run: str) -> float | None:
+    values = [_load(results / f"{tag}__{run}-s{s}.json") for s in DEV_SEEDS]
+    return 100 * statistics.mean(v["top1"] for v in values) if all(values) else None
+
+
+def _delta(results: Path, recipe: str, run: str) -> str:
+    """The recipe's mean minus the default recipe's, in points (paired by seed: same draws)."""
+    mine, default = _mean(results, recipe, run), _mean(results, "default", run)
+    return f"{mine - default:+.2f}" if mine is not None and default is not None else "·"
+
+
 def _inputs(inputs: Path, recipe: str) -> list[str]:
     sets = [_load(inputs / f"{recipe}__set-s{s}.json") for s in DEV_SEEDS]
     gens = [_load(inputs / f"{recipe}__generator-s{s}.json") for s in DEV_SEEDS]
@@ -57,13 +68,15 @@ def table(results: Path) -> str:
     inputs = Path(f"{results}-inputs")
     runs = [run_name(m, a) for m, a in DEFAULT_RUNS]
     head = ["recipe", *(f"{r} val top-1 {DEV_SEEDS[0]} / {DEV_SEEDS[1]} → mean" for r in runs)]
+    head += [f"Δ {r} vs default" for r in runs]
     head += ["G min", "gap dB", "HF share", "diversity"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for recipe, spec in RECIPES.items():
         if recipe == "classic":
             continue
         source = spec.get("from", recipe)
-        row = [recipe, *(_top1(results, recipe, r) for r in runs), *_inputs(inputs, source)]
+        row = [recipe, *(_top1(results, recipe, r) for r in runs), *(_delta(results, recipe, r) for r in runs)]
+        row += _inputs(inputs, source)
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("| classic (real only) | val top-1 " + f"{DEV_SEEDS[0]} / {DEV_SEEDS[1]} → mean |")
