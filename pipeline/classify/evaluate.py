@@ -14,6 +14,13 @@ from pipeline.core.devices import autocast
 from pipeline.data.imageset import ImageSet
 
 
+def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32, (x / 255 - mean) / std per channel, on ``images``' device."""
+    mean_t = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    return (images.permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
+
+
 def predict(
     model: nn.Module,
     images: ImageSet,
@@ -28,13 +35,11 @@ def predict(
     none).
     """
     device = next(model.parameters()).device
-    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             chunk = torch.from_numpy(images.images[start : start + batch_size]).to(device)  # (B, H, W, 3) uint8
-            x = (chunk.permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
+            x = normalise(chunk, mean, std)
             with autocast(device, dtype):
                 logits = model(x.contiguous(memory_format=torch.channels_last))
             out.append(logits.argmax(1).cpu())

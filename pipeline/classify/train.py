@@ -29,7 +29,7 @@ from torch import nn
 
 from pipeline.classify.architectures import ARCHITECTURES, build_classifier
 from pipeline.classify.augment import SYNTHETIC_METHODS, AugmentConfig, BatchAugmenter, resolve_augment, run_name
-from pipeline.classify.evaluate import predict
+from pipeline.classify.evaluate import normalise, predict
 from pipeline.core import distributed
 from pipeline.core.config import recorded_when_set, to_dict
 from pipeline.core.devices import Precision, autocast, resolve_device, resolve_dtype
@@ -409,8 +409,7 @@ def recalibrate_batchnorm(
         norm.reset_running_stats()
         norm.momentum = None  # cumulative moving average: every batch counts the same
         norm.train()
-    x = torch.from_numpy(images.images).to(device).permute(0, 3, 1, 2).float().div(255.0)
-    x = (x - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+    x = normalise(torch.from_numpy(images.images).to(device), mean, std)
     x = torch.cat([x, x.flip(3)]).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         for chunk in x.split(batch_size):
