@@ -72,6 +72,8 @@ RECIPES: dict[str, dict] = {
     "train-n34": {"params": {"generator": {"masks": {"n_sources": [3, 4]}}}},
     # Coarser superpixels: fewer, larger regions per source.
     "scale200": {"params": {"generator": {"masks": {"scale": 200.0, "min_size": 40}}}},
+    # Capacity: the generator twice as wide (the discriminator as is).
+    "width32": {"params": {"generator": {"model": {"width": 32}}}},
 }
 
 
