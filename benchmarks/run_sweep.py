@@ -52,7 +52,7 @@ RECIPES: dict[str, dict] = {
     "default+share25": {"from": "default", "params": {"classifier": {"synthetic_share": 0.25}}},
     "base50": {"params": {"generator": {"masks": {"base_share": 0.5}}}},
     "ranges": {"params": {"generator": {"masks": {"kind": "ranges"}}}},
-    # The classifier levers that helped the default's combination, on the ranges generator's sets, then stacked.
+    # The classifier levers that helped the default's combination, on the ranges generator's sets.
     "ranges+share25": {
         "from": "ranges",
         "params": {"generator": {"masks": {"kind": "ranges"}}, "classifier": {"synthetic_share": 0.25}},
@@ -60,13 +60,6 @@ RECIPES: dict[str, dict] = {
     "ranges+bnrecal": {
         "from": "ranges",
         "params": {"generator": {"masks": {"kind": "ranges"}}, "classifier": {"bn_recalibrate": True}},
-    },
-    "ranges+share25+bnrecal": {
-        "from": "ranges",
-        "params": {
-            "generator": {"masks": {"kind": "ranges"}},
-            "classifier": {"synthetic_share": 0.25, "bn_recalibrate": True},
-        },
     },
     # Train on the N synthesis asks for ([3, 4]) rather than [2, 4].
     "train-n34": {"params": {"generator": {"masks": {"n_sources": [3, 4]}}}},
