@@ -61,12 +61,11 @@ RECIPES: dict[str, dict] = {
         "from": "ranges",
         "params": {"generator": {"masks": {"kind": "ranges"}}, "classifier": {"bn_recalibrate": True}},
     },
-    # Train on the N synthesis asks for ([3, 4]) rather than [2, 4].
-    "train-n34": {"params": {"generator": {"masks": {"n_sources": [3, 4]}}}},
-    # Coarser superpixels: fewer, larger regions per source.
-    "scale200": {"params": {"generator": {"masks": {"scale": 200.0, "min_size": 40}}}},
-    # Capacity: the generator twice as wide (the discriminator as is).
-    "width32": {"params": {"generator": {"model": {"width": 32}}}},
+    # Generator levers on top of ranges, the leading generator recipe: train on the N synthesis asks for
+    # ([3, 4] rather than [2, 4]); coarser superpixels (fewer, larger regions); the generator twice as wide.
+    "ranges+n34": {"params": {"generator": {"masks": {"kind": "ranges", "n_sources": [3, 4]}}}},
+    "ranges+scale200": {"params": {"generator": {"masks": {"kind": "ranges", "scale": 200.0, "min_size": 40}}}},
+    "ranges+width32": {"params": {"generator": {"masks": {"kind": "ranges"}, "model": {"width": 32}}}},
 }
 
 
