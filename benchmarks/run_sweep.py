@@ -55,11 +55,11 @@ RECIPES: dict[str, dict] = {
     # The classifier levers that helped the default's combination, on the ranges generator's sets.
     "ranges+share25": {
         "from": "ranges",
-        "params": {"generator": {"masks": {"kind": "ranges"}}, "classifier": {"synthetic_share": 0.25}},
+        "params": {"classifier": {"synthetic_share": 0.25}},
     },
     "ranges+bnrecal": {
         "from": "ranges",
-        "params": {"generator": {"masks": {"kind": "ranges"}}, "classifier": {"bn_recalibrate": True}},
+        "params": {"classifier": {"bn_recalibrate": True}},
     },
     # Generator levers on top of ranges, the leading generator recipe: train on the N synthesis asks for
     # ([3, 4] rather than [2, 4]); coarser superpixels (fewer, larger regions); the generator twice as wide.
@@ -78,9 +78,14 @@ def merged(base: dict, overrides: dict) -> dict:
 
 
 def params_file(root: Path, recipe: str) -> Path:
-    """Write (when changed) and return the recipe's params file."""
+    """Write (when changed) and return the recipe's params file: params.yaml with the overrides of the recipe it
+    takes its sets ``from`` (if any), then its own."""
     path = root / "params" / f"{recipe}.yaml"
-    text = yaml.safe_dump(merged(yaml.safe_load(Path("params.yaml").read_text()), RECIPES[recipe]["params"]))
+    spec = RECIPES[recipe]
+    base = yaml.safe_load(Path("params.yaml").read_text())
+    if "from" in spec:
+        base = merged(base, RECIPES[spec["from"]]["params"])
+    text = yaml.safe_dump(merged(base, spec["params"]))
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
