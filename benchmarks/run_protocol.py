@@ -4,10 +4,11 @@
 
 Every job is a plain `hydramix` command with the default params.yaml; a job runs once its inputs exist and is
 skipped when its outputs do, so the same command resumes after a kill or in a later session (train-generator
-resumes from its checkpoint). Each finished evaluation's metrics JSON is copied to --results, named
-``<run>-s<seed>.json``, ready to commit as it lands; generator and synthetic-set figures go to
-``<results>-inputs/``. The job list is re-read from this file whenever a slot frees, so editing it takes effect
-without a restart. `--list` prints the jobs as JSON; `--dry-run` prints what
+resumes from its checkpoint). An evaluation whose metrics JSON is already in --results is skipped too, and only
+the jobs some missing evaluation needs are run, so a fresh clone resumes from the committed figures. Each finished
+evaluation's metrics JSON is copied to --results, named ``<run>-s<seed>.json``, ready to commit as it lands;
+generator and synthetic-set figures go to ``<results>-inputs/``. The job list is re-read from this file whenever a
+slot frees, so editing it takes effect without a restart. `--list` prints the jobs as JSON; `--dry-run` prints what
 would run now. Why one thread per job: contended OpenMP threads made training 8-100x slower on this machine.
 """
 
@@ -150,6 +151,27 @@ def _done(job: dict) -> bool:
     return all(Path(o).exists() for o in job["outs"])
 
 
+def _landed(job: dict, results: Path) -> bool:
+    # An evaluation whose metrics JSON is already in --results (committed in an earlier session) is not rerun.
+    return bool(job.get("metrics")) and (results / Path(job["outs"][0]).name).is_file()
+
+
+def _needed(jobs_: list[dict], results: Path) -> list[dict]:
+    """The jobs still to run: every evaluation not done and not landed, and only the jobs that produce an input
+    one of them needs (transitively). On a fresh clone this rebuilds just the generators and sets that the
+    missing evaluations read, not every one the landed evaluations once read."""
+    by_out = {o: j for j in jobs_ for o in j["outs"]}
+    keep: dict[str, dict] = {}
+    stack = [j for j in jobs_ if j.get("metrics") and not _done(j) and not _landed(j, results)]
+    while stack:
+        job = stack.pop()
+        if job["name"] in keep or _done(job):
+            continue
+        keep[job["name"]] = job
+        stack += [by_out[d] for d in job["deps"] if d in by_out]
+    return [j for j in jobs_ if j["name"] in keep]  # in the list's priority order
+
+
 def _keep(job: dict, results: Path) -> None:
     """Copy a finished job's figures: evaluation metrics into ``results`` (what `hydramix report` reads), generator
     and synthetic-set JSONs into ``results``-inputs/."""
@@ -194,8 +216,8 @@ def run_queue(
                 continue
             print(f"done {name} in {took:.0f} s", flush=True)
             _keep(job, results)
-        todo = [j for j in _load_jobs(script, list_args) if j["name"] not in failed and j["name"] not in running]
-        todo = [j for j in todo if not _done(j)]
+        todo = [j for j in _needed(_load_jobs(script, list_args), results) if j["name"] not in failed]
+        todo = [j for j in todo if j["name"] not in running]
         ready = [j for j in todo if _ready(j)]
         if dry_run:
             for job in ready:
