@@ -66,6 +66,19 @@ RECIPES: dict[str, dict] = {
     "ranges+n34": {"params": {"generator": {"masks": {"kind": "ranges", "n_sources": [3, 4]}}}},
     "ranges+scale200": {"params": {"generator": {"masks": {"kind": "ranges", "scale": 200.0, "min_size": 40}}}},
     "ranges+width32": {"params": {"generator": {"masks": {"kind": "ranges"}, "model": {"width": 32}}}},
+    # Third session, on ranges+width32 (the closest to the rule): a real-only tail of 20 % (the classifier lever
+    # that helped the default's combination most); the adversarial term given 4x the weight with R1 on D, which
+    # was winning (D loss 0.12 at the end of ranges+width32), so that D's gradients stay informative.
+    "ranges+width32+tail20": {"from": "ranges+width32", "params": {"classifier": {"real_tail": 0.2}}},
+    "ranges+width32+adv02-r1": {
+        "params": {
+            "generator": {
+                "masks": {"kind": "ranges"},
+                "model": {"width": 32},
+                "losses": {"adversarial": 0.2, "r1": 1.0},
+            }
+        }
+    },
 }
 
 
