@@ -30,4 +30,12 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        sys.exit(0)
+    if not sys.argv[1:]:
+        sys.exit(__doc__)
+    missing = [a for a in sys.argv[1:] if not Path(a).is_file()]
+    if missing:
+        sys.exit(f"error: no such metrics JSON: {missing[0]}")
     main(sys.argv[1:])
