@@ -68,7 +68,6 @@ def jobs(root: Path, synthetic_only: bool = False) -> list[dict]:
                 "outs": [str(sub / "manifest.json")],
             }
         )
-    # Generators first: every synthetic run waits on them.
     for kind, extra in (("hydramix", ""), ("chimeramix", " --kind chimeramix")):
         for s in SEEDS:  # (the chimeramix ones are moved behind the hydramix synthetic sets below)
             sub = root / "subsets" / f"k{K}-seed{s}"
@@ -113,7 +112,7 @@ def jobs(root: Path, synthetic_only: bool = False) -> list[dict]:
                     "keep": {str(syn / f"{name}.metrics.json"): f"sets/{name}-s{s}.json"},
                 }
             )
-    # Priority: hydramix generators, their synthetic sets, then the chimeramix generators.
+    # Within a seed: the hydramix generator, its sets, then the chimeramix generator (final order: see the end).
     chimeramix = [j for j in out if j["name"].startswith("generator-chimeramix")]
     out = [j for j in out if not j["name"].startswith("generator-chimeramix")]
     out += chimeramix
@@ -140,7 +139,17 @@ def jobs(root: Path, synthetic_only: bool = False) -> list[dict]:
             f"--out-metrics {metrics} --out-plot {metrics.with_suffix('.png')}"
         )
         out.append({"name": f"classify-{name}-s{s}", "cmd": cmd, "deps": deps, "outs": [str(metrics)], "metrics": True})
-    return out
+    # Seed by seed from end to end: one seed's generators, sets and evaluations before the next seed's generators,
+    # so that evaluations land (and can be committed) from the first half hour on; untargeted rows last.
+    return sorted(out, key=lambda j: _seed_rank(j["name"]))
+
+
+def _seed_rank(name: str) -> tuple[int, int]:
+    if name == "prepare" or name.startswith("subset-"):
+        return (0, 0)
+    seed = int(name.rsplit("-s", 1)[1])
+    untargeted = any(name == f"classify-{run_name(m, a)}-s{seed}" for m, a in UNTARGETED)
+    return (1 + untargeted, seed)
 
 
 def _ready(job: dict) -> bool:
