@@ -3,14 +3,15 @@
     python benchmarks/run_sweep.py --root runs/sweep --results docs/results/val-sweep
     python benchmarks/sweep_table.py docs/results/val-sweep        # the table docs/generator.md shows
 
-Each recipe in ``RECIPES`` is a set of overrides of ``params.yaml`` (written to ``<root>/params/<recipe>.yaml``);
-per development seed (100, 101: k = 10 plus 200 validation images per class from the rest of the train split) it
-trains a generator, synthesises the set and trains the listed classifier runs, each read on the validation draw
-(`hydramix evaluate --split val`). A recipe with ``from`` reuses that recipe's generator and set and changes only
-the classifier. The classic augmentations are read on the same draws once. Plain `hydramix` commands, two
-one-thread jobs at once, resumable, the job list re-read between jobs (``run_protocol.run_queue``). Every
-finished run's figures are copied to --results as ``<recipe>__<run>-s<seed>.json`` (evaluation),
-``<recipe>__generator-s<seed>.json`` (metrics + timings) and ``<recipe>__set-s<seed>.json`` (set diagnostics).
+Each recipe in ``RECIPES`` is a set of overrides of ``params.yaml`` + ``BASE`` (the pre-decision default; written
+to ``<root>/params/<recipe>.yaml``); per development seed (100, 101: k = 10 plus 200 validation images per class
+from the rest of the train split) it trains a generator, synthesises the set and trains the listed classifier
+runs, each read on the validation draw (`hydramix evaluate --split val`). A recipe with ``from`` reuses that
+recipe's generator and set and changes only the classifier. The classic augmentations are read on the same draws
+once. Plain `hydramix` commands, two one-thread jobs at once, resumable, the job list re-read between jobs
+(``run_protocol.run_queue``). Every finished run's figures are copied to --results as
+``<recipe>__<run>-s<seed>.json`` (evaluation), ``<recipe>__generator-s<seed>.json`` (metrics + timings) and
+``<recipe>__set-s<seed>.json`` (set diagnostics).
 """
 
 from __future__ import annotations
@@ -33,7 +34,17 @@ PREPARED = Path("runs/k10/prepared")  # CIFAR-10 JPEG, as run_protocol.py prepar
 CLASSIC = ("autoaugment",)
 DEFAULT_RUNS = (("hydramix", None), ("hydramix", "autoaugment"))
 
-# name -> {"params": overrides of params.yaml sections, "runs": [(method, augment)], "from": recipe?}, in the
+# The sweep's "default": params.yaml as it was before the sweep's decision made ranges+width32+adv02-r1 the default
+# (docs/generator.md "Decision"), so every recipe keeps the params file it ran with.
+BASE = {
+    "generator": {
+        "model": {"width": 16},
+        "losses": {"adversarial": 0.05, "r1": 0.0},
+        "masks": {"kind": "segmentation"},
+    }
+}
+
+# name -> {"params": overrides of the BASE sections, "runs": [(method, augment)], "from": recipe?}, in the
 # order they run; "classic" marks where the classic references (real images only, params.yaml) run.
 RECIPES: dict[str, dict] = {
     "default": {"params": {}},
@@ -91,11 +102,11 @@ def merged(base: dict, overrides: dict) -> dict:
 
 
 def params_file(root: Path, recipe: str) -> Path:
-    """Write (when changed) and return the recipe's params file: params.yaml with the overrides of the recipe it
-    takes its sets ``from`` (if any), then its own."""
+    """Write (when changed) and return the recipe's params file: params.yaml with BASE, then the overrides of the
+    recipe it takes its sets ``from`` (if any), then its own."""
     path = root / "params" / f"{recipe}.yaml"
     spec = RECIPES[recipe]
-    base = yaml.safe_load(Path("params.yaml").read_text())
+    base = merged(yaml.safe_load(Path("params.yaml").read_text()), BASE)
     if "from" in spec:
         base = merged(base, RECIPES[spec["from"]]["params"])
     text = yaml.safe_dump(merged(base, spec["params"]))
