@@ -213,11 +213,13 @@ def run_queue(
     results.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen, dict, float]] = {}
     failed: set[str] = set()
+    listed: list[dict] | None = None
     while True:
         for name, (proc, job, start) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[name]
+            listed = None  # a slot freed: re-read the job list
             took = time.time() - start
             if proc.returncode != 0 or not _done(job):
                 failed.add(name)
@@ -225,7 +227,11 @@ def run_queue(
                 continue
             print(f"done {name} in {took:.0f} s", flush=True)
             _keep(job, results)
-        todo = [j for j in _needed(_load_jobs(script, list_args), results) if j["name"] not in failed]
+        if listed is None:
+            # Only when a slot frees: a listing is an interpreter that imports torch (3.4 s of CPU measured), so
+            # listing on every 10 s poll took about a quarter of a core from the two running jobs.
+            listed = _load_jobs(script, list_args)
+        todo = [j for j in _needed(listed, results) if j["name"] not in failed]
         todo = [j for j in todo if j["name"] not in running]
         ready = [j for j in todo if _ready(j)]
         if dry_run:
