@@ -118,8 +118,7 @@ def jobs(root: Path, synthetic_only: bool = False) -> list[dict]:
     out += chimeramix
     cells = [(m, a, True, s) for m, a in SYNTHETIC_RUNS for s in SEEDS]
     classic = [] if synthetic_only else [(m, None, False, s) for m in CLASSIC for s in SEEDS]
-    # Seed by seed: whatever stops the run, the seeds that are complete are paired across every row; the
-    # combinations no target of issue 13 reads come after every other row of every seed.
+    # Within a seed (the final sort below orders by seed): the combinations no target of issue 13 reads last.
     ordered = sorted(cells + classic, key=lambda c: ((c[0], c[1]) in UNTARGETED, c[3]))
     for method, augment, synthetic, s in ordered:
         sub = root / "subsets" / f"k{K}-seed{s}"
@@ -139,17 +138,18 @@ def jobs(root: Path, synthetic_only: bool = False) -> list[dict]:
             f"--out-metrics {metrics} --out-plot {metrics.with_suffix('.png')}"
         )
         out.append({"name": f"classify-{name}-s{s}", "cmd": cmd, "deps": deps, "outs": [str(metrics)], "metrics": True})
-    # Seed by seed from end to end: one seed's generators, sets and evaluations before the next seed's generators,
-    # so that evaluations land (and can be committed) from the first half hour on; untargeted rows last.
+    # Seed by seed from end to end: one seed's generators, sets and evaluations (its untargeted rows last) before
+    # the next seed's generators, so that evaluations land (and can be committed) from the first half hour on, and
+    # a run stopped by a session's end leaves one seed open, whose generators a fresh clone must rebuild.
     return sorted(out, key=lambda j: _seed_rank(j["name"]))
 
 
-def _seed_rank(name: str) -> tuple[int, int]:
+def _seed_rank(name: str) -> tuple[int, int, bool]:
     if name == "prepare" or name.startswith("subset-"):
-        return (0, 0)
+        return (0, 0, False)
     seed = int(name.rsplit("-s", 1)[1])
     untargeted = any(name == f"classify-{run_name(m, a)}-s{seed}" for m, a in UNTARGETED)
-    return (1 + untargeted, seed)
+    return (1, seed, untargeted)
 
 
 def _ready(job: dict) -> bool:
