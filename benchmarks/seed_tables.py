@@ -1,14 +1,16 @@
 """Markdown tables of a multi-seed run: test top-1 per seed, and each set's diagnostics over its real subset's.
 
-    python benchmarks/seed_tables.py --metrics docs/results/cpu-quick-k10-5seeds \
+    python benchmarks/seed_tables.py --metrics docs/results/cpu-quick-k10-5seeds/{baseline,mixup}-s*.json \
         --metrics docs/results/cpu-quick-k10-5seeds-v3 --sets docs/results/cpu-quick-k10-5seeds-v3-inputs/sets
 
---metrics: evaluation metrics JSONs (`hydramix evaluate --out-metrics`) or directories of them; a later file of the
-same run and seed replaces an earlier one, so a rerun's directory can follow the one it updates. --sets: a directory
-of `hydramix synthesize --metrics` JSONs named ``<set>-s<seed>.json`` (what `run_protocol.py` keeps in
-``<results>-inputs/sets``). Rows follow README "Results" (classic rows, controls, synthetic rows,
-combinations), other names after them in alphabetical order; a seed a run lacks prints as "—". The means here
-are plain means over the seeds present; paired intervals are `hydramix report`'s job.
+--metrics: evaluation metrics JSONs (`hydramix evaluate --out-metrics`) or directories of them, several per flag;
+a later file of the same run and seed replaces an earlier one, so a rerun's directory can follow the one it
+updates. Pass only the rows you mean to keep from the older run (above: its classic rows), or a seed the rerun has
+not reached yet shows the older figure. --sets: a directory of `hydramix synthesize --metrics` JSONs named
+``<set>-s<seed>.json`` (what `run_protocol.py` keeps in ``<results>-inputs/sets``). Rows follow README "Results"
+(classic rows, controls, synthetic rows, combinations), other names after them in alphabetical order; a seed a run
+lacks prints as "—". The means here are plain means over the seeds present; paired intervals are `hydramix
+report`'s job.
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def ratio_table(ratios: dict[str, dict[int, tuple[float, float]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--metrics", type=Path, action="append", default=[], help="Metrics JSON or directory.")
+    parser.add_argument(
+        "--metrics", type=Path, nargs="+", action="extend", default=[], help="Metrics JSONs and/or directories."
+    )
     parser.add_argument("--sets", type=Path, help="Directory of <set>-s<seed>.json synthesize metrics.")
     args = parser.parse_args(argv)
     if not args.metrics and not args.sets:
