@@ -4,7 +4,8 @@
 
 Every job is a plain `hydramix` command with the default params.yaml; a job runs once its inputs exist and is
 skipped when its outputs do, so the same command resumes after a kill or in a later session (train-generator
-resumes from its checkpoint). An evaluation whose metrics JSON is already in --results is skipped too, and only
+resumes from its checkpoint; a generator whose weights were committed to ``<results>-inputs/weights/<kind>-s<seed>/``
+is copied from there, not retrained). An evaluation whose metrics JSON is already in --results is skipped too, and only
 the jobs some missing evaluation needs are run, so a fresh clone resumes from the committed figures. Each finished
 evaluation's metrics JSON is copied to --results, named ``<run>-s<seed>.json``, ready to commit as it lands;
 generator and synthetic-set figures go to ``<results>-inputs/``. The job list is re-read from this file whenever a
@@ -81,6 +82,7 @@ def jobs(root: Path, synthetic_only: bool = False) -> list[dict]:
                     "deps": [str(sub / "manifest.json")],
                     "outs": [str(g / "generator.pt")],
                     "keep": {str(g / "metrics.json"): f"generators/{kind}-s{s}.json"},
+                    "restore": f"weights/{kind}-s{s}",
                 }
             )
     for s in SEEDS:
@@ -193,6 +195,22 @@ def _keep(job: dict, results: Path) -> None:
             shutil.copyfile(src, dst)
 
 
+def _restore(job: dict, results: Path) -> bool:
+    """Copy a job's committed outputs instead of running it: a generator whose weights an earlier session saved
+    in ``results``-inputs/<restore>/ (generator.pt and its figures), so that a seed whose evaluations are split
+    across sessions reads one generator, not a retrained one (retraining on another CPU is not bit-identical).
+    Returns whether it restored."""
+    src = Path(f"{results}-inputs") / job["restore"] if job.get("restore") else None
+    if src is None or not (src / "generator.pt").is_file():
+        return False
+    dst = Path(job["outs"][0]).parent
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.name != "README.md":
+            shutil.copyfile(f, dst / f.name)
+    return _done(job)
+
+
 def _load_jobs(script: str, list_args: list[str]) -> list[dict]:
     # A fresh interpreter, so that edits to the job list take effect between jobs.
     text = subprocess.run(
@@ -241,12 +259,20 @@ def run_queue(
         if not todo and not running:
             print(f"all jobs finished; {len(failed)} failed: {sorted(failed)}", flush=True)
             return
+        restored = False
         while ready and len(running) < n_jobs:
             job = ready.pop(0)
+            if _restore(job, results):
+                print(f"restored {job['name']} from {results}-inputs/{job['restore']}", flush=True)
+                _keep(job, results)
+                listed, restored = None, True  # its outputs exist now: the jobs waiting on them may be ready
+                continue
             log = open(logs / f"{job['name']}.log", "w")  # noqa: SIM115 - closed with the process
             print(f"start {job['name']}", flush=True)
             proc = subprocess.Popen(job["cmd"], shell=True, env=env, stdout=log, stderr=subprocess.STDOUT)
             running[job["name"]] = (proc, job, time.time())
+        if restored:
+            continue  # re-list at once
         if not running and not ready:
             print(f"nothing can run: {len(todo)} jobs wait on inputs that failed", flush=True)
             return
