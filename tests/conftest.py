@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,16 @@ from pipeline.generator.config import DiscriminatorConfig, GeneratorConfig, Mode
 from pipeline.generator.masks import MaskConfig
 
 TINY_CLASSES = ("circle", "square", "stripes", "checker")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_raises_keyboard_interrupt():
+    """SIGINT with Python's default handler, as in a terminal: a shell starts background jobs (`pytest &`, nohup)
+    with SIGINT ignored, which Python and every child it starts keep, so the Ctrl-C tests would see no interrupt.
+    A handled signal is reset to the default at exec, so the children get Python's default too."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(autouse=True)
