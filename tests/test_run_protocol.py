@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_protocol.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("run_protocol", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("run_protocol")
 
 
 def test_every_generator_job_names_where_its_committed_weights_would_be(tmp_path):
@@ -32,8 +28,8 @@ def _fake_script(tmp_path: Path, jobs: list[dict]) -> Path:
     return script
 
 
-def _generator_then_evaluation(root: Path, train_cmd: str) -> tuple[list[dict], Path, Path]:
-    """A seed-3 generator job (``train_cmd``) and an evaluation that needs it; returns (jobs, generator, metrics)."""
+def _generator_then_evaluation(root: Path, train_cmd: str) -> tuple[list[dict], Path]:
+    """A seed-3 generator job (``train_cmd``) and an evaluation that needs it; returns (jobs, generator.pt)."""
     g = root / "generators" / "hydramix" / "k10-seed3"
     metrics = root / "metrics" / "hydramix-s3.json"
     jobs = [
@@ -53,7 +49,7 @@ def _generator_then_evaluation(root: Path, train_cmd: str) -> tuple[list[dict], 
             "metrics": True,
         },
     ]
-    return jobs, g / "generator.pt", metrics
+    return jobs, g / "generator.pt"
 
 
 def test_queue_restores_a_committed_generator_instead_of_training_and_runs_what_needs_it(tmp_path, monkeypatch):
@@ -64,7 +60,7 @@ def test_queue_restores_a_committed_generator_instead_of_training_and_runs_what_
     (weights / "generator.pt").write_bytes(b"weights")
     (weights / "metrics.json").write_text('{"d": 0.18}')
     (weights / "README.md").write_text("not copied")
-    jobs, generator, _ = _generator_then_evaluation(root, "exit 3")  # training fails: only a restore gets past it
+    jobs, generator = _generator_then_evaluation(root, "exit 3")  # training fails: only a restore gets past it
     monkeypatch.setattr(module.time, "sleep", lambda s: None)
     module.run_queue(str(_fake_script(tmp_path, jobs)), root, results, n_jobs=2)
 
@@ -78,7 +74,7 @@ def test_queue_trains_when_no_weights_were_committed(tmp_path, monkeypatch, caps
     module = load_script()
     root, results = tmp_path / "runs", tmp_path / "results"
     train = "mkdir -p $(dirname {out}) && printf trained > {out}"
-    jobs, generator, _ = _generator_then_evaluation(root, train)
+    jobs, generator = _generator_then_evaluation(root, train)
     monkeypatch.setattr(module.time, "sleep", lambda s: None)
     module.run_queue(str(_fake_script(tmp_path, jobs)), root, results, n_jobs=1)
 

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from pipeline.data.subsets import read_subset
+from tests.benchmark_scripts import BENCHMARKS, load_benchmark
 from tests.stages.test_synthesize_stage import make_generator
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sample_grid.py"
+SCRIPT = BENCHMARKS / "sample_grid.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("sample_grid", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sample_grid")
 
 
 def tiles(picture: np.ndarray, rows: int, cols: int, res: int) -> np.ndarray:
